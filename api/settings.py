@@ -1,0 +1,36 @@
+"""Service settings: one object, every limit a named setting with a default and help (datasette's SETTINGS).
+
+An error that hits a limit names the setting (``LimitError(..., setting=NAME)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class Settings:
+    """Everything the service needs to start; limits are per request."""
+
+    prefixes: list[str] = field(default_factory=list, metadata={"help": "token store prefixes (PREFIX.bin/.idx)"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer.json path or hub id, for text"})
+    preshuffled: bool = field(default=False, metadata={"help": "the store is a preshuffled store (item k = sample k)"})
+    order_preset: str | None = field(default=None, metadata={"help": "training-order preset, e.g. 'pythia'"})
+    seed: int | None = field(default=None, metadata={"help": "training-order seed"})
+    seq_length: int | None = field(default=None, metadata={"help": "training-order sequence length (tokens)"})
+    num_samples: int | None = field(default=None, metadata={"help": "training-order num_samples"})
+    name: str | None = field(default=None, metadata={"help": "training-order dataset name (cache file names)"})
+    batch_size: int | None = field(default=None, metadata={"help": "rows per training step"})
+    max_rows_per_request: int = field(default=1024, metadata={"help": "rows one request may return"})
+    max_tokens_per_query: int = field(default=4096, metadata={"help": "tokens in one n-gram query"})
+    max_text_chars: int = field(default=100_000, metadata={"help": "characters of text in one query"})
+    max_locate_page: int = field(default=1000, metadata={"help": "occurrences per locate page"})
+    max_occurrences: int = field(default=100_000, metadata={"help": "occurrences one steps query may expand"})
+    sql_max_rows: int = field(default=10_000, metadata={"help": "rows an SQL query returns before truncation"})
+    sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run"})
+    request_timeout_s: float = field(default=60.0, metadata={"help": "seconds any request may run"})
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Setting name -> help text, for docs and the /v1/settings route."""
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}

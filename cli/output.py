@@ -1,0 +1,44 @@
+"""Printing results: ``--json`` gives one JSON document on stdout; otherwise a readable text form."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars and arrays to plain Python, recursively (STYLE: convert at the edges)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def emit(obj: Any, as_json: bool) -> None:
+    """Print ``obj`` as JSON (``--json``) or as ``key: value`` lines."""
+    obj = to_jsonable(obj)
+    if as_json:
+        json.dump(obj, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)):
+                v = json.dumps(v, ensure_ascii=False)
+                if len(v) > 200:
+                    v = v[:200] + " ..."
+            print(f"{k}: {v}")
+    else:
+        print(obj)
+
+
+def add_json_flag(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")

@@ -22,6 +22,7 @@ class Settings:
     name: str | None = field(default=None, metadata={"help": "training-order dataset name (cache file names)"})
     batch_size: int | None = field(default=None, metadata={"help": "rows per training step"})
     max_rows_per_request: int = field(default=1024, metadata={"help": "rows one request may return"})
+    max_document_tokens: int = field(default=100_000, metadata={"help": "tokens one document response returns"})
     max_tokens_per_query: int = field(default=4096, metadata={"help": "tokens in one n-gram query"})
     max_text_chars: int = field(default=100_000, metadata={"help": "characters of text in one query"})
     max_locate_page: int = field(default=1000, metadata={"help": "occurrences per locate page"})

@@ -59,7 +59,7 @@ class DocumentTable:
             cur = self._con.cursor()
         tbl = cur.execute(
             "SELECT * FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))", [list(map(int, doc_ids))]
-        ).fetch_arrow_table()
+        ).to_arrow_table()
         return {int(r["doc_id"]): r for r in tbl.to_pylist()}
 
     def row(self, doc_id: int) -> dict[str, Any]:

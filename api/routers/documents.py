@@ -1,0 +1,48 @@
+"""``/v1/documents/{doc_id}``: one item's tokens, text and metadata row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from pile_index.documents import document_view
+from pile_index.errors import LimitError
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+
+class DocumentMeta(BaseModel):
+    source_file: str | None = None
+    source_line: int | None = None
+    pile_set_name: str | None = None
+    meta: Any = None
+    n_tokens: int | None = None
+    n_bytes: int | None = None
+    token_hash: str | None = None
+
+
+class Document(BaseModel):
+    doc_id: int
+    n_tokens: int
+    offset: int
+    tokens: list[int]
+    text: str | None
+    metadata: DocumentMeta | None
+
+
+@router.get("/{doc_id}", response_model=Document, summary="Tokens, text and metadata of one document")
+def get_document(
+    request: Request,
+    doc_id: int,
+    offset: int = Query(0, ge=0, description="first token to return"),
+    limit: int | None = Query(None, ge=0, description="tokens to return (default: up to max_document_tokens)"),
+) -> Document:
+    pi = request.app.state.pi
+    cap = pi.settings.max_document_tokens
+    if limit is not None and limit > cap:
+        raise LimitError(f"limit={limit:,} tokens exceeds max_document_tokens={cap:,}; page with offset", "max_document_tokens")
+    view = document_view(pi.store, doc_id, offset=offset, limit=cap if limit is None else limit,
+                         documents=pi.documents, tokenizer=pi.tokenizer)
+    return Document(**view)

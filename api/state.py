@@ -1,0 +1,39 @@
+"""What the service holds while it runs: the store, its document table and tokenizer, opened read-only
+once in the lifespan (never at import)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from pile_index.docstore import DocumentTable
+from pile_index.errors import ConfigError
+from pile_index.store import TokenStore
+from pile_index.tokenizer import load_tokenizer
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: TokenStore
+    documents: DocumentTable | None = None
+    tokenizer: Tokenizer | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def open_state(settings: Settings) -> AppState:
+    """Open the store named by ``settings.prefixes`` (and its documents table and tokenizer if present)."""
+    if not settings.prefixes:
+        raise ConfigError("Settings.prefixes is empty; pass at least one PREFIX to `pile-index serve`")
+    store = TokenStore(settings.prefixes)
+    documents = DocumentTable(store.documents_path()) if store.documents_path().is_file() else None
+    tokenizer = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
+    log.info("opened %s: %s items, %s tokens", store.prefix, f"{len(store):,}", f"{store.n_tokens:,}")
+    return AppState(settings=settings, store=store, documents=documents, tokenizer=tokenizer)

@@ -1,0 +1,89 @@
+"""``pile-index info``, ``doc`` and ``serve``: inspect a store and serve it over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pile_index.documents import document_view, documents_for, tokenizer_for
+from pile_index.stats import corpus_info
+from pile_index.store import TokenStore
+
+from .output import add_json_flag, emit
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="counts, dtype, token range and EOD count of a store")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    p.add_argument("--no-scan", action="store_true", help="skip the token scan (min/max/EOD) unless cached")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("doc", help="one document: tokens, text, metadata")
+    p.add_argument("prefix", help="PREFIX of PREFIX.bin/.idx")
+    p.add_argument("doc_id", type=int, help="item index")
+    p.add_argument("--tokenizer", help="tokenizer.json or hub id (default: PREFIX.tokenizer.json if present)")
+    p.add_argument("--offset", type=int, default=0, help="first token to show")
+    p.add_argument("--limit", type=int, default=None, help="tokens to show (default: all)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_doc)
+
+    p = sub.add_parser("serve", help="serve the HTTP API over a store (OpenAPI docs at /docs)")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--tokenizer", help="tokenizer.json or hub id (default: PREFIX.tokenizer.json if present)")
+    p.add_argument("--preshuffled", action="store_true", help="PREFIX is a preshuffled store (item k = sample k)")
+    p.add_argument("--preset", choices=["pythia"], help="training-order preset")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--seq-length", type=int)
+    p.add_argument("--num-samples", type=int)
+    p.add_argument("--name")
+    p.add_argument("--batch-size", type=int)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    store = TokenStore(args.prefix)
+    info = corpus_info(store, scan=not args.no_scan, progress=not args.json)
+    info["has_documents_table"] = store.documents_path().is_file()
+    emit(info, args.json)
+    return 0
+
+
+def cmd_doc(args: argparse.Namespace) -> int:
+    store = TokenStore(args.prefix)
+    view = document_view(
+        store, args.doc_id, offset=args.offset, limit=args.limit,
+        documents=documents_for(store), tokenizer=tokenizer_for(store, args.tokenizer),
+    )
+    emit(view, args.json)
+    return 0
+
+
+def settings_from_args(args: argparse.Namespace):
+    from api.settings import Settings
+    from pile_index.documents import store_tokenizer_path
+    from pile_index.indexed import strip_prefix
+
+    tok = args.tokenizer
+    if tok is None and store_tokenizer_path(strip_prefix(args.prefix[0])).is_file():
+        tok = str(store_tokenizer_path(strip_prefix(args.prefix[0])))
+    return Settings(
+        prefixes=[strip_prefix(p) for p in args.prefix], tokenizer=tok, preshuffled=args.preshuffled,
+        order_preset=args.preset, seed=args.seed, seq_length=args.seq_length, num_samples=args.num_samples,
+        name=args.name, batch_size=args.batch_size,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+
+    app = create_app(settings_from_args(args))
+    log.info("serving on http://%s:%d (OpenAPI docs at /docs)", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

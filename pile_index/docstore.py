@@ -49,7 +49,7 @@ class DocumentTable:
             raise FormatError(f"{self.path}: columns {sorted(missing)} are missing; expected {DOCUMENT_SCHEMA.names}")
         with self._lock:
             self._con.execute(f"CREATE VIEW documents AS SELECT * FROM read_parquet('{_sql_str(self.path)}')")
-            self.count = int(self._con.execute("SELECT count(*) FROM documents").fetchone()[0])
+            self.count = int(self._con.execute("SELECT count(*) FROM documents").fetchall()[0][0])
 
     def rows(self, doc_ids: list[int]) -> dict[int, dict[str, Any]]:
         """doc_id -> row for every id present (missing ids are absent from the result)."""

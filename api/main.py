@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import errors
-from .routers import corpus, documents
+from .routers import corpus, documents, samples
 from .settings import Settings
 from .state import open_state
 
@@ -28,4 +28,5 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(corpus.router)
     app.include_router(documents.router)
+    app.include_router(samples.router)
     return app

@@ -21,6 +21,8 @@ class Settings:
     num_samples: int | None = field(default=None, metadata={"help": "training-order num_samples"})
     name: str | None = field(default=None, metadata={"help": "training-order dataset name (cache file names)"})
     batch_size: int | None = field(default=None, metadata={"help": "rows per training step"})
+    train_steps: int | None = field(default=None, metadata={"help": "steps counted as trained (default num_samples // batch_size)"})
+    datasets: list[str] = field(default_factory=list, metadata={"help": "dataset folders (dataset build --out) to serve"})
     max_rows_per_request: int = field(default=1024, metadata={"help": "rows one request may return"})
     max_document_tokens: int = field(default=100_000, metadata={"help": "tokens one document response returns"})
     max_tokens_per_query: int = field(default=4096, metadata={"help": "tokens in one n-gram query"})

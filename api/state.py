@@ -4,6 +4,7 @@ once in the lifespan (never at import)."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,8 @@ from tokenizers import Tokenizer
 
 from pile_index.docstore import DocumentTable
 from pile_index.errors import ConfigError
+from pile_index.order import order_config
+from pile_index.provenance import Order, open_order
 from pile_index.store import TokenStore
 from pile_index.tokenizer import load_tokenizer
 
@@ -26,6 +29,21 @@ class AppState:
     documents: DocumentTable | None = None
     tokenizer: Tokenizer | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    ngram: Any = None  # the n-gram index (pile_index.ngram.NgramIndex), opened on first use by api/routers/ngrams.py
+    _order_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def order(self) -> Order:
+        """The training order over the store, opened on first use from the order settings (index maps
+        memmapped read-only; never built here: `pile-index order build` does that)."""
+        with self._order_lock:
+            if "order" not in self.cache:
+                s = self.settings
+                cfg = order_config(s.order_preset, seed=s.seed, seq_length=s.seq_length, num_samples=s.num_samples,
+                                   name=s.name, batch_size=s.batch_size, train_steps=s.train_steps,
+                                   preshuffled_items=len(self.store) if s.preshuffled else None)
+                self.cache["order"] = open_order(self.store, cfg, preshuffled=s.preshuffled)
+            return self.cache["order"]
 
 
 def open_state(settings: Settings) -> AppState:

@@ -1,0 +1,120 @@
+"""``/v1/samples/{step}/{slot}``, ``/v1/batches/{step}`` and ``/v1/documents/{doc_id}/steps``: the training order.
+
+The order is ``request.app.state.pi.order`` (opened on first use from the order settings). Routes are plain
+``def``: FastAPI runs them in its thread pool, off the event loop, because the row and inverse look-ups run
+numba kernels over memmaps.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
+
+from pile_index.errors import ConfigError, LimitError
+from pile_index.provenance import TrainingOrder, describe_sample
+
+router = APIRouter(prefix="/v1", tags=["training order"])
+
+
+class SpanMetadata(BaseModel):
+    source_file: str | None = None
+    source_line: int | None = None
+    pile_set_name: str | None = None
+    meta: Any = None
+    n_tokens: int | None = None
+    n_bytes: int | None = None
+    token_hash: str | None = None
+
+
+class Span(BaseModel):
+    doc_id: int
+    doc_start: int
+    doc_end: int
+    sample_start: int
+    metadata: SpanMetadata | None = None
+
+
+class Sample(BaseModel):
+    step: int
+    slot: int
+    sample_index: int
+    tokens: list[int]
+    spans: list[Span] | None
+    text: str | None = None
+
+
+class Batch(BaseModel):
+    step: int
+    to_step: int
+    first_sample_index: int
+    rows: int
+    seq_length: int
+    tokens: list[list[int]]
+
+
+class Occurrence(BaseModel):
+    step: int
+    slot: int
+    sample_index: int
+    doc_start: int
+    doc_end: int
+
+
+class DocSteps(BaseModel):
+    doc_id: int
+    occurrences: list[Occurrence]
+    first_step: int | None
+    last_step: int | None
+
+
+@router.get("/samples/{step}/{slot}", response_model=Sample, summary="One training row: tokens, source spans, text")
+def get_sample(request: Request, step: int, slot: int,
+               text: bool = Query(True, description="decode the row when the service has a tokenizer")) -> Sample:
+    pi = request.app.state.pi
+    order = pi.order
+    rec = describe_sample(order, step, slot, tokenizer=pi.tokenizer if text else None,
+                          documents=None if order.preshuffled else pi.documents)
+    return Sample(**rec)
+
+
+@router.get("/batches/{step}", response_model=Batch,
+            summary="Rows of steps step..to as JSON, or as one .npy with format=npy",
+            responses={200: {"content": {"application/x-npy": {}}}})
+def get_batch(request: Request, step: int,
+              to: int | None = Query(None, description="last step, inclusive (default: step)"),
+              format: str = Query("json", pattern="^(json|npy)$", description="json, or npy for a binary array")):
+    pi = request.app.state.pi
+    order = pi.order
+    to_step = step if to is None else to
+    cap = pi.settings.max_rows_per_request
+    n_rows = (to_step - step + 1) * order.batch_size
+    if n_rows > cap:
+        raise LimitError(f"steps {step:,}..{to_step:,} are {n_rows:,} rows; max_rows_per_request={cap:,}. "
+                         f"Ask for fewer steps per request", "max_rows_per_request")
+    rows = order.batch(step, to_step)
+    if format == "npy":
+        buf = io.BytesIO()
+        np.save(buf, rows, allow_pickle=False)
+        return Response(content=buf.getvalue(), media_type="application/x-npy")
+    return Batch(step=step, to_step=to_step, first_sample_index=order.sample_index(step, 0), rows=int(rows.shape[0]),
+                 seq_length=order.seq_length, tokens=rows.tolist())
+
+
+@router.get("/documents/{doc_id}/steps", response_model=DocSteps,
+            summary="Every trained (step, slot) whose row holds tokens of a document")
+def get_document_steps(request: Request, doc_id: int) -> DocSteps:
+    pi = request.app.state.pi
+    order = pi.order
+    if not isinstance(order, TrainingOrder):
+        raise ConfigError("document -> steps needs a raw store with index maps; this service serves a preshuffled "
+                          "store, which has no document identity")
+    res = order.doc_steps(doc_id)
+    cap = pi.settings.max_occurrences
+    if len(res["occurrences"]) > cap:
+        raise LimitError(f"document {doc_id:,} sits in {len(res['occurrences']):,} rows; max_occurrences={cap:,}",
+                         "max_occurrences")
+    return DocSteps(**res)

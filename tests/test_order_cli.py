@@ -1,0 +1,126 @@
+"""``pile-index order|sample|batch|doc-steps`` and the ``/v1`` order routes on a tiny store."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from api.settings import Settings
+from cli.main import main
+from pile_index.indexed import IndexedDataset, write_indexed
+from pile_index.order import OrderConfig
+from pile_index.provenance import open_order
+
+SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12]
+OPTS = ["--seed", "5", "--seq-length", "32", "--num-samples", "100", "--batch-size", "4"]
+CFG = OrderConfig(seed=5, seq_length=32, num_samples=100, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(9)
+    raw = str(folder / "raw")
+    write_indexed(raw, [rng.integers(2, 50000, n).astype(np.uint16) for n in SIZES], np.uint16)
+    return folder, raw
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_end_to_end(stores, capsys):
+    folder, raw = stores
+    rc, out, err = run(capsys, "sample", raw, *OPTS, "--step", 1, "--slot", 2, "--json")
+    assert rc == 2 and "order build" in err and "missing" in err
+    rc, out, _ = run(capsys, "order", "build", raw, *OPTS, "--json")
+    assert rc == 0
+    built = json.loads(out)
+    assert built["samples_usable"] == built["samples_total"] - 1 and built["train_steps"] == 25
+    assert set(built["files"]) == {"doc_idx", "sample_idx", "shuffle_idx", "doc_idx_inverse", "shuffle_idx_inverse"}
+    order = open_order(raw, CFG)
+
+    rc, out, _ = run(capsys, "sample", raw, *OPTS, "--step", 1, "--slot", 2, "--json")
+    rec = json.loads(out)
+    assert rc == 0 and rec["sample_index"] == 6 and (rec["step"], rec["slot"]) == (1, 2)
+    assert rec["tokens"] == order.row(6).tolist() and len(rec["tokens"]) == 33
+    assert rec["spans"] == order.spans(6) and "text" not in rec
+
+    out_file = folder / "b.npy"
+    rc, out, _ = run(capsys, "batch", raw, *OPTS, "--step", 2, "--to", 4, "--out", out_file, "--json")
+    assert rc == 0 and json.loads(out)["rows"] == 12
+    np.testing.assert_array_equal(np.load(out_file), order.rows(np.arange(8, 20)))
+
+    rc, out, _ = run(capsys, "doc-steps", raw, *OPTS, 3, "--json")
+    assert rc == 0 and json.loads(out) == order.doc_steps(3)
+
+    rc, out, _ = run(capsys, "order", "stats", raw, *OPTS, "--json")
+    assert rc == 0 and json.loads(out) == json.loads(json.dumps(order.stats()))
+
+    # a preshuffled copy verifies; a corrupted one reports the first mismatch and exits 1
+    pre = str(folder / "pre")
+    rows = order.rows(np.arange(order.num_samples))
+    write_indexed(pre, list(rows), np.uint16)
+    rc, out, _ = run(capsys, "order", "verify", raw, "--against", pre, *OPTS, "--json")
+    assert rc == 0 and json.loads(out)["equal"] and json.loads(out)["checked"] == 100
+    rows[50, 3] += 1
+    write_indexed(pre, list(rows), np.uint16)
+    rc, out, _ = run(capsys, "order", "verify", raw, "--against", pre, *OPTS, "--json")
+    res = json.loads(out)
+    assert rc == 1 and res["first_mismatch"]["sample_index"] == 50 and res["first_mismatch"]["position"] == 3
+
+    rc, out, _ = run(capsys, "sample", pre, "--preshuffled", "--seq-length", 32, "--batch-size", 4,
+                     "--step", 1, "--slot", 2, "--json")
+    assert rc == 0 and json.loads(out)["spans"] is None and json.loads(out)["tokens"] == order.row(6).tolist()
+
+    rc, _, err = run(capsys, "doc-steps", raw, *OPTS, 99)
+    assert rc == 2 and "doc_id 99 is out of range" in err
+    rc, _, err = run(capsys, "sample", raw, "--seed", 5, "--step", 0, "--slot", 0)
+    assert rc == 2 and "--seq-length, --num-samples" in err
+    rc, _, err = run(capsys, "doc-steps", pre, "--preshuffled", "--seq-length", 32, 3)
+    assert rc == 2 and "drop --preshuffled" in err
+
+
+def test_api_routes(stores, capsys):
+    folder, raw = stores
+    order = open_order(raw, CFG, build=True)
+    settings = Settings(prefixes=[raw], seed=5, seq_length=32, num_samples=100, batch_size=4, max_rows_per_request=8)
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/v1/samples/1/2")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["tokens"] == order.row(6).tolist() and body["sample_index"] == 6
+        assert [{k: s[k] for k in ("doc_id", "doc_start", "doc_end", "sample_start")} for s in body["spans"]] == order.spans(6)
+
+        r = client.get("/v1/batches/1", params={"to": 2})
+        assert r.status_code == 200 and r.json()["tokens"] == order.rows(np.arange(4, 12)).tolist()
+        r = client.get("/v1/batches/1", params={"format": "npy"})
+
+        np.testing.assert_array_equal(np.load(io.BytesIO(r.content)), order.batch(1))
+        r = client.get("/v1/batches/1", params={"to": 3})
+        assert r.status_code == 413
+        assert r.json()["error"]["setting"] == "max_rows_per_request" and "12 rows" in r.json()["error"]["message"]
+
+        r = client.get("/v1/documents/5/steps")
+        assert r.status_code == 200 and r.json() == order.doc_steps(5)
+        r = client.get("/v1/documents/500/steps")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+        r = client.get("/v1/samples/1/9")
+        assert r.status_code == 400 and "slot 9 is out of range" in r.json()["error"]["message"]
+
+    pre = str(folder / "pre2")
+    write_indexed(pre, list(order.rows(np.arange(order.num_samples))), np.uint16)
+    settings = Settings(prefixes=[pre], preshuffled=True, seq_length=32, batch_size=4)
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/v1/samples/1/2").json()
+        assert body["spans"] is None and body["tokens"] == order.row(6).tolist()
+        r = client.get("/v1/documents/5/steps")
+        assert r.status_code == 400 and "preshuffled" in r.json()["error"]["message"]
+    assert len(IndexedDataset(pre)) == order.num_samples

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import errors
-from .routers import corpus, documents, samples
+from .routers import corpus, documents, ngrams, samples, sql
 from .settings import Settings
 from .state import open_state
 
@@ -29,4 +29,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(corpus.router)
     app.include_router(documents.router)
     app.include_router(samples.router)
+    app.include_router(ngrams.router)
+    app.include_router(sql.router)
     return app

@@ -16,6 +16,7 @@ from pile_index.errors import PileIndexError
 COMMAND_MODULES = [
     "cli.store_cmds",
     "cli.order_cmds",
+    "cli.ngram_cmds",
 ]
 
 

@@ -1,0 +1,91 @@
+"""``/v1/sql``: one read-only SELECT/WITH over the store's tables (documents, spans, occurrences, scores)
+and, on request, views built for the query (training composition of a step range, an n-gram's time series)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from pile_index.errors import LimitError, QueryError
+from pile_index.ngram_steps import occurrences_table
+from pile_index.sql import check_sql, exposed_files, row_pieces_table, run_sql
+
+from .ngrams import ngram_index, query_ids
+
+router = APIRouter(prefix="/v1", tags=["sql"])
+
+
+class SqlQuery(BaseModel):
+    sql: str = Field(description="one SELECT or WITH ... SELECT statement")
+    max_rows: int | None = Field(None, ge=0, description="row limit (at most sql_max_rows)")
+    steps: str | None = Field(None, description="A:B adds row_pieces of steps A..B-1 and the views composition, "
+                              "composition_by_bucket, documents_seen")
+    ngram_tokens: list[int] | None = Field(None, description="adds ngram_occurrences and the view ngram_timeseries")
+    ngram_text: str | None = Field(None, description="as ngram_tokens, from text")
+    bucket_steps: int | None = Field(None, ge=1, description="steps per bucket in the views")
+
+
+class SqlColumn(BaseModel):
+    name: str
+    type: str
+
+
+class SqlResponse(BaseModel):
+    columns: list[SqlColumn]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool = Field(description="true when the query had more rows than the limit")
+    elapsed_s: float
+    tables: list[str] = Field(description="tables and views the query could read")
+
+
+def _views(pi: Any, q: SqlQuery) -> dict[str, Any]:
+    """Arrow tables built for this query: training-row pieces of a step range, an n-gram's occurrences."""
+    extra: dict[str, Any] = {}
+    if q.steps:
+        lo, sep, hi = q.steps.partition(":")
+        try:
+            a, b = int(lo), int(hi)
+        except ValueError as e:
+            raise QueryError(f"steps={q.steps!r}: expected A:B, e.g. 0:1000") from e
+        extra["row_pieces"] = row_pieces_table(pi.order, a, b, q.bucket_steps)
+    if q.ngram_tokens is not None or q.ngram_text is not None:
+        ids = query_ids(pi, q.ngram_tokens, q.ngram_text)
+        extra["ngram_occurrences"] = occurrences_table(ngram_index(pi), pi.order, ids, q.bucket_steps,
+                                                       pi.settings.max_occurrences)
+    return extra
+
+
+def _run(pi: Any, q: SqlQuery) -> SqlResponse:
+    s = pi.settings
+    if q.max_rows is not None and q.max_rows > s.sql_max_rows:
+        raise LimitError(f"max_rows={q.max_rows:,} exceeds sql_max_rows={s.sql_max_rows:,}", "sql_max_rows")
+    check_sql(q.sql)  # refuse before building any view
+    res = run_sql(q.sql, exposed_files(pi.store.prefix), _views(pi, q),
+                  max_rows=s.sql_max_rows if q.max_rows is None else q.max_rows, timeout_s=s.sql_timeout_s)
+    return SqlResponse(**res.as_dict())
+
+
+@router.get("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables")
+def get_sql(request: Request, sql: str = Query(..., description="one SELECT or WITH statement"),
+            max_rows: int | None = Query(None, ge=0),
+            steps: str | None = Query(None, description="A:B: add row_pieces and the composition views"),
+            ngram_tokens: str | None = Query(None, description="comma-separated ids: add ngram_occurrences"),
+            ngram_text: str | None = Query(None, description="text: add ngram_occurrences"),
+            bucket_steps: int | None = Query(None, ge=1)) -> SqlResponse:
+    toks = None
+    if ngram_tokens is not None:
+        try:
+            toks = [int(t) for t in ngram_tokens.split(",") if t.strip()]
+        except ValueError as e:
+            raise QueryError(f"ngram_tokens={ngram_tokens!r}: expected comma-separated integers") from e
+    q = SqlQuery(sql=sql, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
+                 bucket_steps=bucket_steps)
+    return _run(request.app.state.pi, q)
+
+
+@router.post("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables (JSON body)")
+def post_sql(request: Request, q: SqlQuery) -> SqlResponse:
+    return _run(request.app.state.pi, q)

@@ -1,0 +1,225 @@
+"""``pile-index ngram build|count|locate|steps``, ``pile-index sql`` and ``pile-index attach``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import numpy as np
+
+from pile_index.documents import documents_for, tokenizer_for
+from pile_index.errors import ConfigError, LimitError, QueryError
+from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, query_tokens
+from pile_index.store import TokenStore
+
+from .order_options import add_order_options, open_order_from_args
+from .output import add_json_flag, emit
+
+log = logging.getLogger(__name__)
+
+
+def _defaults():
+    from api.settings import Settings
+
+    return Settings()
+
+
+def _add_query(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--tokens", help="the n-gram as comma-separated token ids, e.g. 12092,13,309")
+    g.add_argument("--text", help="the n-gram as text, encoded with the store's tokenizer")
+    p.add_argument("--tokenizer", help="tokenizer.json or hub id for --text (default: PREFIX.tokenizer.json)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = _defaults()
+    ng = sub.add_parser("ngram", help="n-gram index: build, count, locate, training steps")
+    nsub = ng.add_subparsers(dest="ngram_command", metavar="SUBCOMMAND", required=True)
+
+    p = nsub.add_parser("build", help="build the suffix-array index of a store (PREFIX.ngram/)")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
+                   help=f"most tokens per shard (peak RAM while building is ~22 bytes/token: 5.8 GB for the default {DEFAULT_SHARD_TOKENS:,}; fewer, larger shards answer faster)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_build)
+
+    p = nsub.add_parser("count", help="exact count of an n-gram inside documents (overlaps count)")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    _add_query(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_count)
+
+    p = nsub.add_parser("locate", help="where an n-gram occurs: (doc_id, offset), paginated")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    _add_query(p)
+    p.add_argument("--offset", type=int, default=0, help="skip this many occurrences (index order)")
+    p.add_argument("--limit", type=int, default=100, help=f"occurrences per page (at most {s.max_locate_page:,})")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_locate)
+
+    p = nsub.add_parser("steps", help="training steps whose rows hold an n-gram: counts, first/last, histogram")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    _add_query(p)
+    add_order_options(p)
+    p.add_argument("--bucket-steps", type=int, help="steps per histogram bucket (default: train_steps / 100)")
+    p.add_argument("--max-occurrences", type=int, default=s.max_occurrences,
+                   help=f"refuse n-grams with more occurrences (default {s.max_occurrences:,})")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_steps)
+
+    p = sub.add_parser("sql", help="read-only SQL (DuckDB) over documents and ready views")
+    p.add_argument("prefix", help="PREFIX of the store (tables PREFIX.documents.parquet, ...)")
+    p.add_argument("query", help='one SELECT or WITH statement, e.g. "SELECT count(*) FROM documents"')
+    p.add_argument("--table", action="append", default=[], metavar="NAME=PATH",
+                   help="expose one more Parquet file, or a folder of them, as table NAME (e.g. scores=DATASET/)")
+    p.add_argument("--part", action="append", default=[], metavar="PREFIX",
+                   help="more prefixes of the same store (for --steps and --ngram-*)")
+    p.add_argument("--max-rows", type=int, default=s.sql_max_rows, help=f"row limit (default {s.sql_max_rows:,})")
+    p.add_argument("--timeout", type=float, default=s.sql_timeout_s, help=f"seconds (default {s.sql_timeout_s:g})")
+    p.add_argument("--steps", metavar="A:B", help="add row_pieces for steps A..B-1 and the views composition, "
+                   "composition_by_bucket, documents_seen (needs order options)")
+    p.add_argument("--ngram-tokens", help="add ngram_occurrences and the view ngram_timeseries for these ids")
+    p.add_argument("--ngram-text", help="as --ngram-tokens, from text")
+    p.add_argument("--tokenizer", help="tokenizer for --ngram-text (default: PREFIX.tokenizer.json)")
+    p.add_argument("--bucket-steps", type=int, help="steps per bucket in the views (default: range / 100)")
+    p.add_argument("--max-occurrences", type=int, default=s.max_occurrences)
+    add_order_options(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("attach", help="attach a documents table (source, pile_set_name, meta) to a store "
+                       "from its raw jsonl(.zst) inputs")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    p.add_argument("--from", dest="inputs", nargs="+", required=True, metavar="INPUT",
+                   help=".jsonl, .jsonl.zst or .jsonl.gz files")
+    p.add_argument("--tokenizer", required=True, help="the tokenizer the store was made with (path or hub id)")
+    p.add_argument("--append-eod", action="store_true", help="the store's items end with <|endoftext|>")
+    p.add_argument("--text-key", default="text", help="JSON key of the text (default: text)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_attach)
+
+
+def _query(args: argparse.Namespace, store: TokenStore) -> np.ndarray:
+    s = _defaults()
+    tok = tokenizer_for(store, args.tokenizer) if args.text is not None else None
+    return query_tokens(tokens=args.tokens, text=args.text, tokenizer=tok,
+                        max_tokens=s.max_tokens_per_query, max_text_chars=s.max_text_chars)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    store = TokenStore(args.prefix)
+    folder = build_index(store, shard_tokens=args.shard_tokens, progress=not (args.no_progress or args.json))
+    idx = NgramIndex(store, folder)
+    size = idx.disk_bytes()
+    n = max(store.n_tokens, 1)
+    emit({"index": str(folder), "shards": len(idx.shards), "tokens": store.n_tokens, "index_bytes": size,
+          "index_bytes_per_token": round(size / n, 4),
+          "bytes_per_token_with_tokens": round((size + store.n_tokens * store.dtype.itemsize) / n, 4)}, args.json)
+    return 0
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    store = TokenStore(args.prefix)
+    ids = _query(args, store)
+    emit({"count": NgramIndex(store).count(ids), "tokens": ids.tolist()}, args.json)
+    return 0
+
+
+def locate_page(idx: NgramIndex, ids: np.ndarray, offset: int, limit: int, max_page: int) -> dict[str, Any]:
+    if limit > max_page:
+        raise LimitError(f"limit={limit:,} exceeds max_locate_page={max_page:,}; page with offset", "max_locate_page")
+    if offset < 0 or limit < 0:
+        raise QueryError(f"offset={offset:,} and limit={limit:,} must be >= 0")
+    count = idx.count(ids)
+    doc, off = idx.locate(ids, offset=offset, limit=limit)
+    nxt = offset + int(doc.size)
+    return {"count": count, "tokens": ids.tolist(), "offset": offset, "limit": limit,
+            "occurrences": [{"doc_id": int(d), "offset": int(o)} for d, o in zip(doc, off)],
+            "next_offset": nxt if nxt < count else None}
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    store = TokenStore(args.prefix)
+    ids = _query(args, store)
+    emit(locate_page(NgramIndex(store), ids, args.offset, args.limit, _defaults().max_locate_page), args.json)
+    return 0
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    from pile_index.ngram_steps import ngram_steps
+
+    store = TokenStore(args.prefix)
+    ids = _query(args, store)
+    order = open_order_from_args(args, args.prefix)
+    out = ngram_steps(NgramIndex(store), order, ids, documents=documents_for(store),
+                      bucket_steps=args.bucket_steps, max_occurrences=args.max_occurrences)
+    emit(out, args.json)
+    return 0
+
+
+def parse_step_range(text: str) -> tuple[int, int]:
+    try:
+        a, b = text.split(":")
+        lo, hi = int(a), int(b)
+    except ValueError as e:
+        raise ConfigError(f"--steps {text!r}: expected A:B, two step numbers, e.g. 0:1000") from e
+    if not 0 <= lo < hi:
+        raise ConfigError(f"--steps {text!r}: expected 0 <= A < B")
+    return lo, hi
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from pile_index.ngram_steps import occurrences_table
+    from pile_index.sql import exposed_files, row_pieces_table, run_sql
+
+    prefixes = [args.prefix, *args.part]
+    extra = {}
+    if args.steps or args.ngram_tokens or args.ngram_text:
+        order = open_order_from_args(args, prefixes)
+        if args.steps:
+            lo, hi = parse_step_range(args.steps)
+            extra["row_pieces"] = row_pieces_table(order, lo, hi, args.bucket_steps)
+        if args.ngram_tokens or args.ngram_text:
+            store = TokenStore(prefixes)
+            tok = tokenizer_for(store, args.tokenizer) if args.ngram_text else None
+            s = _defaults()
+            ids = query_tokens(tokens=args.ngram_tokens, text=args.ngram_text, tokenizer=tok,
+                               max_tokens=s.max_tokens_per_query, max_text_chars=s.max_text_chars)
+            extra["ngram_occurrences"] = occurrences_table(NgramIndex(store), order, ids, args.bucket_steps,
+                                                           args.max_occurrences)
+    tables = {}
+    for spec in args.table:
+        name, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--table {spec!r}: expected NAME=PATH, e.g. scores=runs/dataset.parquet")
+        tables[name] = path
+    res = run_sql(args.query, exposed_files(args.prefix, tables), extra, max_rows=args.max_rows, timeout_s=args.timeout)
+    if args.json:
+        emit(res.as_dict(), True)
+    else:
+        names = [c["name"] for c in res.columns]
+        print("\t".join(names))
+        for row in res.rows:
+            print("\t".join("" if v is None else str(v) for v in row))
+        if res.truncated:
+            print(f"(truncated at {args.max_rows:,} rows)")
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from ingest.attach import AttachConfig, attach
+
+    report = attach(AttachConfig(prefixes=args.prefix, inputs=args.inputs, tokenizer=args.tokenizer,
+                                 append_eod=args.append_eod, text_key=args.text_key,
+                                 progress=not (args.no_progress or args.json)))
+    keys = ("documents_table", "items", "lines", "matched", "unmatched_items", "unmatched_lines",
+            "hash_collisions_rejected", "duplicates", "empty_skipped")
+    out = report if args.json else {k: report[k] for k in keys}
+    if args.json:
+        out = {k: v for k, v in report.items() if k not in ("unmatched_items_listed", "unmatched_lines_listed")}
+        out["problems"] = {k: v for k, v in report["problems"].items() if k != "lines"}
+    emit(out, args.json)
+    return 0

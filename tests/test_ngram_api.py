@@ -1,0 +1,109 @@
+"""/v1/ngrams/{count,locate,steps} and /v1/sql over raw and preshuffled stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from api.settings import Settings
+from pile_index.indexed import write_indexed
+from pile_index.ngram import NgramIndex, build_index
+from pile_index.ngram_steps import ngram_steps
+from pile_index.order import order_config
+from pile_index.provenance import open_order
+from pile_index.store import TokenStore
+
+DOCS = [[5, 6, 7, 5, 6], [5, 6], [7, 7, 5, 6, 5, 6, 7], [], [6, 5, 6, 5]]
+
+
+@pytest.fixture()
+def raw(tmp_path):
+    prefix = tmp_path / "raw"
+    write_indexed(prefix, [np.asarray(d, np.uint16) for d in DOCS], np.uint16)
+    store = TokenStore(prefix)
+    build_index(store)
+    cfg = order_config(seed=3, seq_length=3, num_samples=8, batch_size=2)
+    open_order(store, cfg, build=True)
+    settings = Settings(prefixes=[str(prefix)], seed=3, seq_length=3, num_samples=8, batch_size=2,
+                        max_locate_page=3, max_tokens_per_query=4, max_occurrences=6, sql_max_rows=5)
+    with TestClient(create_app(settings)) as c:
+        yield c, store, open_order(store, cfg)
+
+
+def test_count_and_locate(raw):
+    c, store, _ = raw
+    r = c.get("/v1/ngrams/count", params={"tokens": "5,6"})
+    assert r.status_code == 200 and r.json() == {"tokens": [5, 6], "count": 6}
+    assert c.post("/v1/ngrams/count", json={"tokens": [6, 5, 6]}).json()["count"] == 2
+    seen = []
+    offset = 0
+    while offset is not None:
+        body = c.get("/v1/ngrams/locate", params={"tokens": "5,6", "offset": offset, "limit": 3}).json()
+        assert body["count"] == 6
+        seen += [(o["doc_id"], o["offset"]) for o in body["occurrences"]]
+        offset = body["next_offset"]
+    want = [(d, o) for d, doc in enumerate(DOCS) for o in range(len(doc) - 1) if doc[o : o + 2] == [5, 6]]
+    assert sorted(seen) == want and len(seen) == 6
+
+
+def test_steps_route_equals_library(raw):
+    c, store, order = raw
+    r = c.get("/v1/ngrams/steps", params={"tokens": "5,6", "bucket_steps": 1})
+    assert r.status_code == 200
+    assert r.json() == ngram_steps(NgramIndex(store), order, [5, 6], bucket_steps=1)
+
+
+@pytest.mark.parametrize("url,params,status,setting", [
+    ("/v1/ngrams/locate", {"tokens": "5", "limit": 4}, 413, "max_locate_page"),
+    ("/v1/ngrams/count", {"tokens": "5,5,5,5,5"}, 413, "max_tokens_per_query"),
+    ("/v1/ngrams/steps", {"tokens": "5"}, 413, "max_occurrences"),
+    ("/v1/ngrams/count", {"tokens": "5,x"}, 400, None),
+    ("/v1/ngrams/count", {}, 400, None),
+    ("/v1/ngrams/count", {"text": "hello"}, 400, None),  # no tokenizer
+    ("/v1/sql", {"sql": "SELECT 1", "max_rows": 6}, 413, "sql_max_rows"),
+    ("/v1/sql", {"sql": "DROP VIEW x"}, 400, None),
+])
+def test_errors_name_their_setting(raw, url, params, status, setting):
+    c, _, _ = raw
+    r = c.get(url, params=params)
+    assert r.status_code == status, r.json()
+    assert r.json()["error"]["setting"] == setting
+
+
+def test_sql_route(raw):
+    c, _, _ = raw
+    r = c.get("/v1/sql", params={"sql": "SELECT range AS i FROM range(10)"})
+    body = r.json()
+    assert body["truncated"] is True and body["rows"] == [[0], [1], [2], [3], [4]]
+    r = c.post("/v1/sql", json={"sql": "SELECT 40 + 2 AS x", "max_rows": 1})
+    assert r.json()["rows"] == [[42]] and r.json()["truncated"] is False
+
+
+def test_preshuffled_service(tmp_path):
+    rows = [[1, 2, 3, 1], [2, 3, 1, 2], [3, 3, 3, 3], [1, 2, 1, 2]]
+    prefix = tmp_path / "pre"
+    write_indexed(prefix, [np.asarray(r, np.uint16) for r in rows], np.uint16)
+    build_index(TokenStore(prefix))
+    settings = Settings(prefixes=[str(prefix)], preshuffled=True, seq_length=3, batch_size=2)
+    with TestClient(create_app(settings)) as c:
+        body = c.get("/v1/ngrams/steps", params={"tokens": "1,2", "bucket_steps": 1}).json()
+        assert body["count"] == body["count_in_rows"] == 4
+        assert body["histogram"] == [2, 2] and (body["first_step"], body["last_step"]) == (0, 1)
+        assert body["count_split_by_row_boundary"] == 0
+
+
+def test_sql_route_views(raw):
+    c, store, order = raw
+    steps = ngram_steps(NgramIndex(store), order, [5, 6], bucket_steps=1)
+    r = c.get("/v1/sql", params={"sql": "SELECT step_start, occurrences FROM ngram_timeseries ORDER BY 1",
+                                 "ngram_tokens": "5,6", "bucket_steps": 1})
+    assert r.status_code == 200, r.json()
+    hist = {row[0]: row[1] for row in r.json()["rows"]}
+    assert [hist.get(i, 0) for i in range(len(steps["histogram"]))] == steps["histogram"]
+    r = c.post("/v1/sql", json={"sql": "SELECT count(*) FROM row_pieces", "steps": "0:2"})
+    assert r.status_code == 200, r.json()
+    assert r.json()["rows"] == [[sum(len(order.spans(k)) for k in range(4))]]
+    r = c.post("/v1/sql", json={"sql": "DELETE FROM x", "steps": "0:2"})
+    assert r.status_code == 400

@@ -10,7 +10,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pile_index.errors import (
     ConfigError,
@@ -23,6 +25,29 @@ from pile_index.errors import (
 
 log = logging.getLogger(__name__)
 
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    setting: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorDetail
+
+
+# Declared on every route so the OpenAPI schema documents the errors a client can get.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorBody, "description": "bad query or option (type bad_query / bad_config)"},
+    404: {"model": ErrorBody, "description": "no such document, sample, dataset or route (type not_found)"},
+    413: {"model": ErrorBody, "description": "a named limit was hit; `setting` names it (type limit_exceeded)"},
+    422: {"model": ErrorBody, "description": "the request does not match the route's parameters (type invalid_request)"},
+    500: {"model": ErrorBody, "description": "the store on disk is not what it claims (type bad_store)"},
+    504: {"model": ErrorBody, "description": "the request ran past request_timeout_s (type timeout)"},
+}
+
 STATUS: dict[type[PileIndexError], tuple[int, str]] = {
     NotFoundError: (404, "not_found"),
     QueryError: (400, "bad_query"),
@@ -32,8 +57,10 @@ STATUS: dict[type[PileIndexError], tuple[int, str]] = {
 }
 
 
-def error_response(status: int, kind: str, message: str, setting: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, "setting": setting}})
+def error_response(status: int, kind: str, message: str, setting: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, "setting": setting}},
+                        headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -60,4 +87,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else "http_error"
-        return error_response(exc.status_code, kind, str(exc.detail))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # RFC 9110: `Allow` lists every method of the resource; Starlette names only the first route's.
+            methods = set()
+            for route in app.routes:
+                match, _ = route.matches({"type": "http", "path": request.url.path, "method": ""})
+                if match != Match.NONE and getattr(route, "methods", None):
+                    methods |= set(route.methods)
+            headers["Allow"] = ", ".join(sorted(methods))
+        return error_response(exc.status_code, kind, str(exc.detail), headers=headers or None)

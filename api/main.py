@@ -1,16 +1,20 @@
-"""The FastAPI application: assembles routers, error handling and the lifespan that opens the stores."""
+"""The FastAPI application: assembles routers, error handling, the request time limit and the lifespan that
+opens the stores."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from . import errors
-from .routers import corpus, documents, ngrams, samples, sql
+from .routers import corpus, datasets, documents, ngrams, samples, sql
 from .settings import Settings
 from .state import open_state
+
+ROUTERS = (corpus, documents, samples, ngrams, sql, datasets)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -26,9 +30,19 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.include_router(corpus.router)
-    app.include_router(documents.router)
-    app.include_router(samples.router)
-    app.include_router(ngrams.router)
-    app.include_router(sql.router)
+
+    @app.middleware("http")
+    async def request_time_limit(request: Request, call_next):
+        # Heavy work runs in worker threads; past the limit the client gets a 504 naming the setting
+        # (the thread finishes its step in the background; DuckDB queries have their own interrupt).
+        try:
+            return await asyncio.wait_for(call_next(request), timeout=settings.request_timeout_s)
+        except TimeoutError:
+            return errors.error_response(
+                504, "timeout", f"the request ran longer than request_timeout_s={settings.request_timeout_s:g} s",
+                "request_timeout_s",
+            )
+
+    for module in ROUTERS:
+        app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     return app

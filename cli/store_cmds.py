@@ -9,6 +9,7 @@ from pile_index.documents import document_view, documents_for, tokenizer_for
 from pile_index.stats import corpus_info
 from pile_index.store import TokenStore
 
+from .order_options import add_order_options
 from .output import add_json_flag, emit
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--tokenizer", help="tokenizer.json or hub id (default: PREFIX.tokenizer.json if present)")
-    p.add_argument("--preshuffled", action="store_true", help="PREFIX is a preshuffled store (item k = sample k)")
-    p.add_argument("--preset", choices=["pythia"], help="training-order preset")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--seq-length", type=int)
-    p.add_argument("--num-samples", type=int)
-    p.add_argument("--name")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--dataset", action="append", default=[], metavar="DIR",
+                   help="serve a built dataset folder under /v1/datasets/{name} (repeatable)")
+    add_order_options(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -74,7 +71,7 @@ def settings_from_args(args: argparse.Namespace):
     return Settings(
         prefixes=[strip_prefix(p) for p in args.prefix], tokenizer=tok, preshuffled=args.preshuffled,
         order_preset=args.preset, seed=args.seed, seq_length=args.seq_length, num_samples=args.num_samples,
-        name=args.name, batch_size=args.batch_size,
+        name=args.name, batch_size=args.batch_size, train_steps=args.train_steps, datasets=list(args.dataset),
     )
 
 

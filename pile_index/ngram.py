@@ -649,6 +649,9 @@ def positions_to_documents(store: TokenStore, pos: np.ndarray) -> tuple[np.ndarr
     return doc, pos - off[doc]
 
 
+MAX_TOKEN_ID = 2**31  # int32 is the widest token dtype GPT-NeoX writes
+
+
 def query_tokens(
     tokens: Sequence[int] | str | None = None,
     text: str | None = None,
@@ -673,13 +676,19 @@ def query_tokens(
             )
         ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
     else:
-        if isinstance(tokens, str):
-            try:
-                ids = np.asarray([int(t) for t in tokens.replace(" ", "").split(",") if t != ""], dtype=np.int64)
-            except ValueError as e:
-                raise QueryError(f"tokens {tokens!r}: expected comma-separated integers like 1,2,3") from e
-        else:
-            ids = np.asarray(list(tokens), dtype=np.int64)
+        values = [t for t in tokens.replace(" ", "").split(",") if t != ""] if isinstance(tokens, str) else list(tokens)
+        if max_tokens is not None and len(values) > max_tokens:
+            raise LimitError(f"the query has {len(values):,} tokens; the limit is max_tokens_per_query={max_tokens:,}",
+                             "max_tokens_per_query")
+        try:
+            ints = [int(t) for t in values]
+        except (TypeError, ValueError) as e:
+            shown = tokens if isinstance(tokens, str) else values[:10]
+            raise QueryError(f"tokens {str(shown)[:200]}: expected integer token ids like 1,2,3") from e
+        bad = [t for t in ints if not 0 <= t < MAX_TOKEN_ID]
+        if bad:
+            raise QueryError(f"token id {bad[0]:,} is out of range; token ids are 0..{MAX_TOKEN_ID - 1:,}")
+        ids = np.asarray(ints, dtype=np.int64)
     if ids.size == 0:
         raise QueryError("the query has no tokens; pass at least one token (text that encodes to nothing has no count)")
     if max_tokens is not None and ids.size > max_tokens:

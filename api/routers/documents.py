@@ -10,6 +10,9 @@ from pydantic import BaseModel
 from pile_index.documents import document_view
 from pile_index.errors import LimitError
 
+from ..params import MAX_INT, Id
+
+
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
 
@@ -35,9 +38,9 @@ class Document(BaseModel):
 @router.get("/{doc_id}", response_model=Document, summary="Tokens, text and metadata of one document")
 def get_document(
     request: Request,
-    doc_id: int,
-    offset: int = Query(0, ge=0, description="first token to return"),
-    limit: int | None = Query(None, ge=0, description="tokens to return (default: up to max_document_tokens)"),
+    doc_id: Id,
+    offset: int = Query(0, ge=0, le=MAX_INT, description="first token to return"),
+    limit: int | None = Query(None, ge=0, le=MAX_INT, description="tokens to return (default: up to max_document_tokens)"),
 ) -> Document:
     pi = request.app.state.pi
     cap = pi.settings.max_document_tokens

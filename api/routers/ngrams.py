@@ -12,6 +12,9 @@ from pile_index.errors import ConfigError, LimitError, QueryError
 from pile_index.ngram import NgramIndex, query_tokens
 from pile_index.ngram_steps import ngram_steps
 
+from ..params import MAX_INT
+
+
 router = APIRouter(prefix="/v1/ngrams", tags=["ngrams"])
 _open_lock = threading.Lock()
 
@@ -124,22 +127,22 @@ def post_count(request: Request, q: NgramQuery) -> NgramCount:
 
 @router.get("/locate", response_model=NgramLocate, summary="Occurrences of an n-gram as (doc_id, offset), paginated")
 def get_locate(request: Request, tokens: str | None = TOKENS_Q, text: str | None = TEXT_Q,
-               offset: int = Query(0, ge=0), limit: int | None = Query(None, ge=0)) -> NgramLocate:
+               offset: int = Query(0, ge=0, le=MAX_INT), limit: int | None = Query(None, ge=0, le=MAX_INT)) -> NgramLocate:
     return _locate(request.app.state.pi, tokens, text, offset, limit)
 
 
 @router.post("/locate", response_model=NgramLocate, summary="Occurrences of an n-gram (JSON body)")
-def post_locate(request: Request, q: NgramQuery, offset: int = Query(0, ge=0),
-                limit: int | None = Query(None, ge=0)) -> NgramLocate:
+def post_locate(request: Request, q: NgramQuery, offset: int = Query(0, ge=0, le=MAX_INT),
+                limit: int | None = Query(None, ge=0, le=MAX_INT)) -> NgramLocate:
     return _locate(request.app.state.pi, q.tokens, q.text, offset, limit)
 
 
 @router.get("/steps", response_model=NgramSteps, summary="Training steps whose rows hold an n-gram")
 def get_steps(request: Request, tokens: str | None = TOKENS_Q, text: str | None = TEXT_Q,
-              bucket_steps: int | None = Query(None, ge=1)) -> NgramSteps:
+              bucket_steps: int | None = Query(None, ge=1, le=MAX_INT)) -> NgramSteps:
     return _steps(request.app.state.pi, tokens, text, bucket_steps)
 
 
 @router.post("/steps", response_model=NgramSteps, summary="Training steps whose rows hold an n-gram (JSON body)")
-def post_steps(request: Request, q: NgramQuery, bucket_steps: int | None = Query(None, ge=1)) -> NgramSteps:
+def post_steps(request: Request, q: NgramQuery, bucket_steps: int | None = Query(None, ge=1, le=MAX_INT)) -> NgramSteps:
     return _steps(request.app.state.pi, q.tokens, q.text, bucket_steps)

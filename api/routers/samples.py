@@ -17,6 +17,9 @@ from pydantic import BaseModel
 from pile_index.errors import ConfigError, LimitError
 from pile_index.provenance import TrainingOrder, describe_sample
 
+from ..params import MAX_INT, Id
+
+
 router = APIRouter(prefix="/v1", tags=["training order"])
 
 
@@ -72,7 +75,7 @@ class DocSteps(BaseModel):
 
 
 @router.get("/samples/{step}/{slot}", response_model=Sample, summary="One training row: tokens, source spans, text")
-def get_sample(request: Request, step: int, slot: int,
+def get_sample(request: Request, step: Id, slot: Id,
                text: bool = Query(True, description="decode the row when the service has a tokenizer")) -> Sample:
     pi = request.app.state.pi
     order = pi.order
@@ -84,8 +87,8 @@ def get_sample(request: Request, step: int, slot: int,
 @router.get("/batches/{step}", response_model=Batch,
             summary="Rows of steps step..to as JSON, or as one .npy with format=npy",
             responses={200: {"content": {"application/x-npy": {}}}})
-def get_batch(request: Request, step: int,
-              to: int | None = Query(None, description="last step, inclusive (default: step)"),
+def get_batch(request: Request, step: Id,
+              to: int | None = Query(None, ge=0, le=MAX_INT, description="last step, inclusive (default: step)"),
               format: str = Query("json", pattern="^(json|npy)$", description="json, or npy for a binary array")):
     pi = request.app.state.pi
     order = pi.order
@@ -106,7 +109,7 @@ def get_batch(request: Request, step: int,
 
 @router.get("/documents/{doc_id}/steps", response_model=DocSteps,
             summary="Every trained (step, slot) whose row holds tokens of a document")
-def get_document_steps(request: Request, doc_id: int) -> DocSteps:
+def get_document_steps(request: Request, doc_id: Id) -> DocSteps:
     pi = request.app.state.pi
     order = pi.order
     if not isinstance(order, TrainingOrder):

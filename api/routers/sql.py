@@ -14,17 +14,20 @@ from pile_index.sql import check_sql, exposed_files, row_pieces_table, run_sql
 
 from .ngrams import ngram_index, query_ids
 
+from ..params import MAX_INT
+
+
 router = APIRouter(prefix="/v1", tags=["sql"])
 
 
 class SqlQuery(BaseModel):
     sql: str = Field(description="one SELECT or WITH ... SELECT statement")
-    max_rows: int | None = Field(None, ge=0, description="row limit (at most sql_max_rows)")
+    max_rows: int | None = Field(None, ge=0, le=MAX_INT, description="row limit (at most sql_max_rows)")
     steps: str | None = Field(None, description="A:B adds row_pieces of steps A..B-1 and the views composition, "
                               "composition_by_bucket, documents_seen")
     ngram_tokens: list[int] | None = Field(None, description="adds ngram_occurrences and the view ngram_timeseries")
     ngram_text: str | None = Field(None, description="as ngram_tokens, from text")
-    bucket_steps: int | None = Field(None, ge=1, description="steps per bucket in the views")
+    bucket_steps: int | None = Field(None, ge=1, le=MAX_INT, description="steps per bucket in the views")
 
 
 class SqlColumn(BaseModel):
@@ -70,11 +73,11 @@ def _run(pi: Any, q: SqlQuery) -> SqlResponse:
 
 @router.get("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables")
 def get_sql(request: Request, sql: str = Query(..., description="one SELECT or WITH statement"),
-            max_rows: int | None = Query(None, ge=0),
+            max_rows: int | None = Query(None, ge=0, le=MAX_INT),
             steps: str | None = Query(None, description="A:B: add row_pieces and the composition views"),
             ngram_tokens: str | None = Query(None, description="comma-separated ids: add ngram_occurrences"),
             ngram_text: str | None = Query(None, description="text: add ngram_occurrences"),
-            bucket_steps: int | None = Query(None, ge=1)) -> SqlResponse:
+            bucket_steps: int | None = Query(None, ge=1, le=MAX_INT)) -> SqlResponse:
     toks = None
     if ngram_tokens is not None:
         try:

@@ -41,7 +41,8 @@ def test_document_and_paging(client):
     "url,status,kind,setting",
     [
         ("/v1/documents/2", 404, "not_found", None),
-        ("/v1/documents/-1", 404, "not_found", None),
+        ("/v1/documents/-1", 422, "invalid_request", None),
+        ("/v1/documents/99999999999999999999999", 422, "invalid_request", None),
         ("/v1/documents/abc", 422, "invalid_request", None),
         ("/v1/documents/1?limit=101", 413, "limit_exceeded", "max_document_tokens"),
         ("/v1/nowhere", 404, "not_found", None),

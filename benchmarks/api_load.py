@@ -1,0 +1,161 @@
+"""API load benchmark: a real uvicorn server on loopback, bounded load from a separate process.
+
+Routes: sample look-ups (``/v1/samples/{step}/{slot}``: 2,049 tokens + source spans), document steps
+(``/v1/documents/{doc_id}/steps``), n-gram counts (``/v1/ngrams/count``) and the corpus facts. For each:
+requests/s, p50/p99 latency and errors over a fixed number of requests at a fixed concurrency.
+Target on 2 cores: >= 1,000 req/s for sample look-ups with p99 < 50 ms and no errors.
+
+The load generator is a minimal HTTP/1.1 keep-alive client on asyncio in its own process (httpx costs more
+CPU per request than the server, which would measure the client). Every request goes to 127.0.0.1 only;
+the run is bounded by --requests per route.
+
+    python benchmarks/api_load.py [--docs 20000] [--requests 4000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_store(folder: Path, n_docs: int, seq_length: int, batch: int) -> tuple[str, list[str]]:
+    from pile_index import write_indexed
+    from pile_index.ngram import build_index
+    from pile_index.order import OrderConfig
+    from pile_index.provenance import open_order
+    from pile_index.store import TokenStore
+
+    prefix = folder / "bench"
+    rng = np.random.default_rng(0)
+    sizes = np.clip(rng.lognormal(6.5, 1.2, n_docs).astype(np.int64), 1, 50_000)
+    # Zipf-like tokens so n-grams repeat, as in text.
+    tokens = np.minimum(rng.zipf(1.2, int(sizes.sum())), 50_000).astype(np.uint16)
+    cuts = np.cumsum(sizes)[:-1]
+    write_indexed(prefix, np.split(tokens, cuts), np.uint16)
+    store = TokenStore(str(prefix))
+    num_samples = (store.n_tokens - 1) // seq_length
+    opts = ["--seed", "1234", "--seq-length", str(seq_length), "--num-samples", str(num_samples),
+            "--batch-size", str(batch)]
+    open_order(store, OrderConfig(seed=1234, seq_length=seq_length, num_samples=num_samples, batch_size=batch),
+               build=True)
+    build_index(store, progress=False)
+    return str(prefix), opts
+
+
+async def _worker(host: str, port: int, paths: list[str], latencies: list[float], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for path in paths:
+            t = time.perf_counter()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t)
+            if status != 200:
+                errors.append(f"{status} {path}")
+    finally:
+        writer.close()
+
+
+def _load(port: int, paths: list[str], concurrency: int, out: mp.Queue) -> None:
+    async def main():
+        lat: list[float] = []
+        err: list[str] = []
+        per = [paths[i::concurrency] for i in range(concurrency)]
+        t = time.perf_counter()
+        await asyncio.gather(*(_worker("127.0.0.1", port, p, lat, err) for p in per if p))
+        return time.perf_counter() - t, lat, err
+
+    elapsed, lat, err = asyncio.run(main())
+    out.put((elapsed, lat, err))
+
+
+def run_load(port: int, paths: list[str], concurrency: int) -> dict:
+    q: mp.Queue = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_load, args=(port, paths, concurrency, q))
+    p.start()
+    elapsed, lat, err = q.get(timeout=600)
+    p.join()
+    lat_ms = np.array(lat) * 1000
+    return {"requests": len(paths), "req_per_s": len(lat) / elapsed, "p50_ms": float(np.percentile(lat_ms, 50)),
+            "p99_ms": float(np.percentile(lat_ms, 99)), "errors": len(err), "first_error": err[0] if err else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--docs", type=int, default=20_000)
+    ap.add_argument("--seq-length", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--requests", type=int, default=4000, help="requests per route")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pile-index-load-") as d:
+        t = time.perf_counter()
+        prefix, opts = build_store(Path(d), args.docs, args.seq_length, args.batch_size)
+        print(f"store + order + n-gram index built in {time.perf_counter() - t:.1f} s")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", prefix, *opts, "--port", str(port)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(600):
+                try:
+                    corpus = json.load(urllib.request.urlopen(base + "/v1/corpus", timeout=2))
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                raise SystemExit("server did not start")
+            rng = np.random.default_rng(1)
+            n_samples = (corpus["tokens"] - 1) // args.seq_length
+            steps = max(1, n_samples // args.batch_size)
+            n = args.requests
+            ks = rng.integers(0, steps * args.batch_size, n)
+            routes = {
+                "samples": [f"/v1/samples/{k // args.batch_size}/{k % args.batch_size}" for k in ks],
+                "doc_steps": [f"/v1/documents/{d}/steps" for d in rng.integers(0, corpus["items"], n)],
+                "ngram_count": [f"/v1/ngrams/count?tokens={a},{b}" for a, b in rng.integers(1, 60, (n, 2))],
+                "corpus": ["/v1/corpus"] * n,
+            }
+            for name, paths in routes.items():
+                run_load(port, paths[: min(200, n)], args.concurrency)  # warm up (numba, page cache)
+                r = run_load(port, paths, args.concurrency)
+                print(f"{name:12s} {r['req_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+                      f"errors {r['errors']}" + (f" (first: {r['first_error']})" if r["errors"] else ""))
+                if name == "samples":
+                    ok = r["req_per_s"] >= 1000 and r["p99_ms"] < 50 and r["errors"] == 0
+                    print(f"{'':12s} target >= 1,000 req/s, p99 < 50 ms, 0 errors: {'met' if ok else 'NOT met'} "
+                          f"(ratio {r['req_per_s'] / 1000:.2f}x of 1,000 req/s)")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,6 @@ from .ngram import NgramIndex
 log = logging.getLogger(__name__)
 
 DEFAULT_BUCKETS = 100
-MAX_PAIRS_PER_OCCURRENCE = 64  # (occurrence, row) pairs expanded per occurrence on average, at most
 
 
 def occurrence_rows(
@@ -64,20 +63,22 @@ def occurrence_rows(
         r_sample = np.asarray(rows["sample_index"], dtype=np.int64)
         r_start = np.asarray(rows["doc_start"], dtype=np.int64)
         r_end = np.asarray(rows["doc_end"], dtype=np.int64)
-        sort = np.argsort(r_doc, kind="stable")
-        r_doc, r_sample, r_start, r_end = r_doc[sort], r_sample[sort], r_start[sort], r_end[sort]
-        a = np.searchsorted(r_doc, doc, side="left")
-        b = np.searchsorted(r_doc, doc, side="right")
-        per = b - a
+        # Rows sorted by (doc, doc_start). Each epoch copy of a document is tiled by consecutive rows that
+        # share one boundary token, so only the last 2 x epochs + 1 rows starting at or before an
+        # occurrence's offset can hold it: pairs grow with occurrences x epochs, not with document length.
+        span = int(r_start.max()) + 1 if r_start.size else 1
+        key = r_doc * span + r_start
+        sort = np.argsort(key, kind="stable")
+        key, r_sample, r_start, r_end = key[sort], r_sample[sort], r_start[sort], r_end[sort]
+        r_doc = r_doc[sort]
+        first_of_doc = np.searchsorted(r_doc, doc, side="left")
+        hi = np.searchsorted(key, doc * span + np.minimum(off, span - 1), side="right")
+        window = 2 * int(getattr(order, "epochs", 1)) + 1
+        lo = np.maximum(first_of_doc, hi - window)
+        per = np.maximum(hi - lo, 0)
         total = int(per.sum())
-        cap = max(n, 1) * MAX_PAIRS_PER_OCCURRENCE
-        if max_occurrences is not None and total > cap:
-            raise LimitError(
-                f"{n:,} occurrences sit in {total:,} (occurrence, row) pairs, more than {cap:,} "
-                f"(max_occurrences x {MAX_PAIRS_PER_OCCURRENCE}); query a longer n-gram", "max_occurrences")
         occ = np.repeat(np.arange(doc.size), per)
-        # pair j of occurrence i is row a[i] + (j - first pair of i)
-        ridx = np.repeat(a - (np.cumsum(per) - per), per) + np.arange(total)
+        ridx = np.repeat(lo - (np.cumsum(per) - per), per) + np.arange(total)
         odoc, ooff = doc[occ], off[occ]
         s, e = r_start[ridx], r_end[ridx]
         in_row = (s <= ooff) & (ooff + m <= e)

@@ -180,3 +180,15 @@ def test_steps_and_sql_cli(tmp_path, capsys):
     assert cli_main(["sql", prefix, "SELECT count(*) FROM row_pieces", "--steps", "0:2", *opts, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["rows"][0][0] == sum(len(order.spans(k)) for k in range(4))
+
+
+def test_long_documents_many_epochs_pair_only_the_rows_that_hold_them(tmp_path):
+    # Documents far longer than a row, 4 epochs: each occurrence must pair only with the rows holding it
+    # (at most 2 per epoch copy), found by search, not by expanding every row of its document.
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 4, size=int(rng.integers(60, 140))).tolist() for _ in range(4)] + [[1, 2]]
+    total = sum(len(d) for d in docs)
+    store, order, idx = make(tmp_path, docs, seq_length=6, num_samples=(4 * total - 1) // 6, batch_size=3)
+    assert order.epochs == 4
+    for pat in ([1], [2, 3], [0, 1, 2], [3, 3, 3, 3]):
+        assert mine(order, idx, pat) == brute_pairs(order, docs, pat), pat

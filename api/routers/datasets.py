@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pile_index.dataset_query import DatasetQuery
 from pile_index.errors import NotFoundError
 
-from ..params import MAX_INT, Id
+from ..params import Id
 
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -11,19 +10,12 @@ from pile_index.documents import document_view
 from pile_index.errors import LimitError
 
 from ..params import MAX_INT, Id
+from ..schemas import DocumentMeta
 
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
 
-class DocumentMeta(BaseModel):
-    source_file: str | None = None
-    source_line: int | None = None
-    pile_set_name: str | None = None
-    meta: Any = None
-    n_tokens: int | None = None
-    n_bytes: int | None = None
-    token_hash: str | None = None
 
 
 class Document(BaseModel):

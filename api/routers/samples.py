@@ -8,7 +8,6 @@ numba kernels over memmaps.
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
@@ -18,19 +17,12 @@ from pile_index.errors import ConfigError, LimitError
 from pile_index.provenance import TrainingOrder, describe_sample
 
 from ..params import MAX_INT, Id
+from ..schemas import DocumentMeta
 
 
 router = APIRouter(prefix="/v1", tags=["training order"])
 
 
-class SpanMetadata(BaseModel):
-    source_file: str | None = None
-    source_line: int | None = None
-    pile_set_name: str | None = None
-    meta: Any = None
-    n_tokens: int | None = None
-    n_bytes: int | None = None
-    token_hash: str | None = None
 
 
 class Span(BaseModel):
@@ -38,7 +30,7 @@ class Span(BaseModel):
     doc_start: int
     doc_end: int
     sample_start: int
-    metadata: SpanMetadata | None = None
+    metadata: DocumentMeta | None = None
 
 
 class Sample(BaseModel):

@@ -17,6 +17,15 @@ from typing import IO
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files private (0600)
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -40,6 +49,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -63,6 +73,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent, suffix=final.suffix)
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -247,3 +247,12 @@ def test_fingerprint_changes_with_content(tmp_path):
     write_indexed(tmp_path / "b", [np.arange(4), np.arange(3)], np.uint16)
     fa, fb = IndexedDataset(tmp_path / "a").fingerprint(), IndexedDataset(tmp_path / "b").fingerprint()
     assert fa != fb and fa == IndexedDataset(tmp_path / "a").fingerprint()
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    # Temp files from mkstemp are private (0600); the renamed outputs must be readable like open() makes them.
+    write_indexed(tmp_path / "p", [np.arange(3)], np.uint16)
+    mask = os.umask(0)
+    os.umask(mask)
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / f"p{ext}").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -14,6 +14,7 @@ import sys
 from pile_index.errors import PileIndexError
 
 COMMAND_MODULES = [
+    "cli.ingest_cmds",
     "cli.store_cmds",
     "cli.order_cmds",
     "cli.ngram_cmds",

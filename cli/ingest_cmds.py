@@ -1,0 +1,121 @@
+"""``pile-index ingest`` and ``pile-index shards join|split|verify``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ingest.pipeline import IngestConfig, ingest
+from ingest.shards import join_shards, split_shards, verify_hashes
+
+from .output import add_json_flag, emit
+
+log = logging.getLogger(__name__)
+
+PRINT_PROBLEMS = 20  # problem lines printed at the end of `ingest`; the report file has them all
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="tokenize Pile-style .jsonl/.jsonl.zst/.jsonl.gz into PREFIX.bin/.idx + PREFIX.documents.parquet",
+        description="Stream the inputs in the order given, tokenize as GPT-NeoX's preprocess_data does "
+        "(empty texts skipped, one item per document), and write the store, its document table, "
+        "PREFIX.tokenizer.json and PREFIX.ingest_report.json, all atomically.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".jsonl, .jsonl.zst or .jsonl.gz files, in order")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.json path or Hugging Face hub id")
+    p.add_argument("--out", required=True, metavar="PREFIX", help="output prefix (writes PREFIX.bin, PREFIX.idx, ...)")
+    p.add_argument("--append-eod", action="store_true", help="append <|endoftext|> to every document (GPT-NeoX --append-eod)")
+    p.add_argument("--text-key", default="text", help="JSON key of the text (default: text)")
+    p.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of counting it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("shards", help="join, split and verify Pythia-style .bin shards")
+    ss = p.add_subparsers(dest="shards_command", metavar="ACTION", required=True)
+
+    q = ss.add_parser(
+        "join",
+        help="concatenate {BASE}-00000-of-000NN.bin ... into PREFIX.bin (and copy BASE.idx)",
+        description="BASE is the shard name without -00000-of-000NN.bin (or the path of any shard). "
+        "Checks that shards 0..NN are all there and sized as a plain byte split; copies BASE.idx "
+        "(Pythia ships the .idx whole) to PREFIX.idx and checks the pair reads as a store.",
+    )
+    q.add_argument("base", help="shard base path, e.g. data/pile_0.87_deduped_text_document")
+    q.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.bin (and PREFIX.idx)")
+    q.add_argument("--no-progress", action="store_true")
+    add_json_flag(q)
+    q.set_defaults(func=cmd_join)
+
+    q = ss.add_parser("split", help="split PREFIX.bin into {PREFIX}-00000-of-000NN.bin shards of --size bytes")
+    q.add_argument("prefix", help="PREFIX of PREFIX.bin")
+    q.add_argument("--size", required=True, type=int, help="bytes per shard (Pythia's idxmaps: 5000000000)")
+    q.add_argument("--out-dir", help="folder for the shards (default: beside PREFIX.bin)")
+    q.add_argument("--hashes", help="also write 'sha256  filename' lines for the shards to this file")
+    q.add_argument("--no-progress", action="store_true")
+    add_json_flag(q)
+    q.set_defaults(func=cmd_split)
+
+    q = ss.add_parser("verify", help="check files in DIR against 'sha256  filename' lines; exit 1 on any mismatch")
+    q.add_argument("dir", help="folder holding the files")
+    q.add_argument("--hashes", required=True, help="file of 'sha256  filename' lines (sha256sum format; "
+                   "Pythia's 'filename sha256' order is accepted too)")
+    q.add_argument("--no-progress", action="store_true")
+    add_json_flag(q)
+    q.set_defaults(func=cmd_verify)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    cfg = IngestConfig(
+        inputs=list(args.inputs), out=args.out, tokenizer=args.tokenizer, append_eod=args.append_eod,
+        text_key=args.text_key, strict=args.strict, progress=not (args.no_progress or args.json),
+    )
+    res = ingest(cfg)
+    rep = res.report
+    summary = {
+        "prefix": res.prefix,
+        "documents": res.items,
+        "tokens": res.tokens,
+        "empty_skipped": rep["empty_skipped"],
+        "problems": rep["problems"]["counts"],
+        "dtype": rep["dtype"],
+        "seconds": round(res.elapsed_s, 3),
+        "tokens_per_s": round(res.tokens / max(res.elapsed_s, 1e-9)),
+        "report": str(res.report_path),
+    }
+    emit(summary, args.json)
+    if not args.json and rep["problems"]["total"]:
+        lines = rep["problems"]["lines"]
+        print(f"{rep['problems']['total']:,} problem lines, skipped; all listed in {res.report_path}"
+              f"{' (first ' + str(len(lines)) + ')' if len(lines) < rep['problems']['total'] else ''}:", file=sys.stderr)
+        for p in lines[:PRINT_PROBLEMS]:
+            print(f"  {p['file']}:{p['line']}: {p['reason']}: {p['detail']}", file=sys.stderr)
+        if len(lines) > PRINT_PROBLEMS:
+            print(f"  ... {len(lines) - PRINT_PROBLEMS:,} more in the report", file=sys.stderr)
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    emit(join_shards(args.base, args.out, progress=not (args.no_progress or args.json)), args.json)
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    res = split_shards(args.prefix, args.size, out_dir=args.out_dir, hashes_path=args.hashes,
+                       progress=not (args.no_progress or args.json))
+    emit(res, args.json)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    res = verify_hashes(args.dir, args.hashes, progress=not (args.no_progress or args.json))
+    if args.json:
+        emit(res, True)
+    else:
+        for f in res["files"]:
+            print(f"{f['status']}  {f['file']}")
+        print(f"{res['match']:,} match, {res['mismatch']:,} mismatch, {res['missing']:,} missing")
+    return 0 if res["ok"] else 1

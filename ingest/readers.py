@@ -1,0 +1,326 @@
+"""Streaming readers for Pile-style JSON lines: ``.jsonl``, ``.jsonl.zst`` and ``.jsonl.gz``.
+
+Each input is read in fixed-size compressed chunks and split on ``b"\\n"`` (as ``jsonlines`` over a binary
+stream does, the reader lm_dataformat and so GPT-NeoX's ``tools/preprocess_data.py`` use), so memory is
+bounded by the chunk size plus the longest line, never by the file.
+
+Parsing follows lm_dataformat's ``handle_jsonl``: a line holding a JSON object gives ``obj[text_key]``
+(a list of strings is joined with ``"\\n\\n"``), a line holding a bare JSON string is the text itself
+(its legacy form), and the caller skips empty texts (GPT-NeoX's ``filter(lambda x: x, ...)``). Where GPT-NeoX
+would crash (bad JSON, a missing key, invalid UTF-8) or silently read a truncated zstd stream as if it
+ended there, we count the line under a named reason with its ``file:line`` and go on: no silent drops.
+
+zstd is decoded frame by frame with ``zstandard``'s decompressobj, because its ``stream_reader`` returns
+end-of-file on a truncated frame without an error (checked with zstandard 0.25).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from pile_index.errors import ConfigError, NotFoundError
+
+CHUNK_BYTES = 1 << 20  # compressed bytes read per step
+MAX_LISTED = 1000  # problem lines kept per reason in the report; all are counted
+
+
+class Reason(StrEnum):
+    """Why a line did not become a document."""
+
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_TEXT_KEY = "missing_text_key"
+    TEXT_NOT_STRING = "text_not_string"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_UNICODE = "invalid_unicode"  # a lone surrogate escape such as "\ud800": not encodable as UTF-8
+    BLANK_LINE = "blank_line"
+    TRUNCATED_STREAM = "truncated_stream"
+    CORRUPT_STREAM = "corrupt_stream"
+    NO_TOKENS = "no_tokens"  # a non-empty text the tokenizer maps to nothing
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int  # 1-based line in the decompressed file
+    reason: str
+    detail: str
+
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class StrictError(ConfigError):
+    """Raised under ``--strict`` at the first problem line."""
+
+
+@dataclass
+class ProblemLog:
+    """Counts per reason, and the first ``max_listed`` problem lines of each reason with file:line."""
+
+    strict: bool = False
+    max_listed: int = MAX_LISTED
+    counts: dict[str, int] = field(default_factory=dict)
+    listed: list[Problem] = field(default_factory=list)
+    _listed_per_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, file: str, line: int, reason: Reason, detail: str) -> None:
+        p = Problem(file, line, str(reason), detail)
+        if self.strict:
+            raise StrictError(
+                f"{p.where()}: {p.reason}: {detail}; fix the input or run without --strict to count and skip such lines"
+            )
+        self.counts[p.reason] = self.counts.get(p.reason, 0) + 1
+        k = self._listed_per_reason.get(p.reason, 0)
+        if k < self.max_listed:
+            self.listed.append(p)
+            self._listed_per_reason[p.reason] = k + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            "total": self.total,
+            "listed_per_reason_max": self.max_listed,
+            "lines": [
+                {"file": p.file, "line": p.line, "reason": p.reason, "detail": p.detail} for p in self.listed
+            ],
+        }
+
+
+class StreamError(Exception):
+    """The compressed stream of a file ended early or is corrupt after ``line - 1`` complete lines."""
+
+    def __init__(self, reason: Reason, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def compression_of(path: str | os.PathLike) -> str:
+    """``"zst"``, ``"gz"`` or ``""`` from the name; ConfigError for anything else."""
+    name = os.fspath(path)
+    if name.endswith((".jsonl.zst", ".json.zst", ".zst")):
+        return "zst"
+    if name.endswith((".jsonl.gz", ".json.gz", ".gz")):
+        return "gz"
+    if name.endswith((".jsonl", ".json")):
+        return ""
+    raise ConfigError(f"input {name}: unknown kind; expected a .jsonl, .jsonl.zst or .jsonl.gz file")
+
+
+def _zst_chunks(f, chunk_bytes: int) -> Iterator[bytes]:
+    """Decompressed chunks of a (possibly multi-frame) zstd file; StreamError on truncation or corruption."""
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    fed = False  # the current frame has been given input
+    while True:
+        data = f.read(chunk_bytes)
+        if not data:
+            break
+        while data:
+            try:
+                out = dobj.decompress(data)
+            except zstandard.ZstdError as e:
+                raise StreamError(Reason.CORRUPT_STREAM, f"zstd: {e}") from e
+            fed = True
+            if out:
+                yield out
+            if dobj.eof:
+                data = dobj.unused_data
+                dobj = dctx.decompressobj()
+                fed = False
+            else:
+                data = b""
+    if fed:
+        raise StreamError(Reason.TRUNCATED_STREAM, "zstd: the stream ends inside a frame; the file is truncated")
+
+
+def _gz_chunks(f, chunk_bytes: int) -> Iterator[bytes]:
+    """Decompressed chunks of a (possibly multi-member) gzip file, as far as it is intact.
+
+    zlib's decompressobj hands out everything before the damage (``gzip.GzipFile.read`` drops the
+    output of the read that hits a truncated end).
+    """
+    dobj = zlib.decompressobj(wbits=31)
+    fed = False
+    while True:
+        data = f.read(chunk_bytes)
+        if not data:
+            break
+        while data:
+            try:
+                out = dobj.decompress(data)
+            except zlib.error as e:
+                raise StreamError(Reason.CORRUPT_STREAM, f"gzip: {e}") from e
+            fed = True
+            if out:
+                yield out
+            if dobj.eof:
+                data = dobj.unused_data
+                dobj = zlib.decompressobj(wbits=31)
+                fed = False
+            else:
+                data = b""
+    if fed:
+        raise StreamError(Reason.TRUNCATED_STREAM, "gzip: the stream ends inside a member; the file is truncated")
+
+
+def _plain_chunks(f, chunk_bytes: int) -> Iterator[bytes]:
+    while True:
+        out = f.read(chunk_bytes)
+        if not out:
+            return
+        yield out
+
+
+class LineReader:
+    """Iterates ``(first_line_number, lines)`` blocks of one file; lines are bytes without ``b"\\n"``.
+
+    ``compressed_read`` is how many bytes of the file have been consumed (for progress bars). When the
+    stream is truncated or corrupt, the complete lines before it are yielded, then ``StreamError`` is
+    raised with ``stream_error_line`` set to the line where the damage starts.
+    """
+
+    def __init__(self, path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise NotFoundError(f"input {self.path}: no such file")
+        self.kind = compression_of(self.path)
+        self.chunk_bytes = chunk_bytes
+        self.compressed_read = 0
+        self.stream_error_line = 0
+
+    def blocks(self) -> Iterator[tuple[int, list[bytes]]]:
+        with open(self.path, "rb") as raw:
+            f = _CountingFile(raw, self)
+            chunks = {"zst": _zst_chunks, "gz": _gz_chunks, "": _plain_chunks}[self.kind](f, self.chunk_bytes)
+            line_no = 1
+            tail = b""
+            try:
+                for chunk in chunks:
+                    parts = chunk.split(b"\n")
+                    if tail:
+                        parts[0] = tail + parts[0]
+                    tail = parts.pop()
+                    if parts:
+                        yield line_no, parts
+                        line_no += len(parts)
+            except StreamError:
+                # The partial last line is not a line of the file: report the damage where it starts.
+                self.stream_error_line = line_no
+                raise
+            if tail:
+                yield line_no, [tail]
+
+
+class _CountingFile:
+    def __init__(self, f, owner: LineReader):
+        self._f = f
+        self._owner = owner
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._f.read(n)
+        self._owner.compressed_read += len(b)
+        return b
+
+
+_MISSING = object()
+
+
+@dataclass
+class ParsedLine:
+    line: int
+    text: str
+    n_bytes: int
+    pile_set_name: str | None
+    meta: str | None  # JSON
+
+
+def parse_block(
+    file: str,
+    first_line: int,
+    lines: list[bytes],
+    text_key: str,
+    problems: ProblemLog,
+    counters: dict[str, int],
+) -> list[ParsedLine]:
+    """Parse one block of lines: documents out, problems logged, empty texts counted in ``counters["empty"]``."""
+    out: list[ParsedLine] = []
+    loads = json.loads
+    for k, raw in enumerate(lines):
+        line = first_line + k
+        try:
+            s = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problems.add(file, line, Reason.INVALID_UTF8, f"byte {e.start:,}: {e.reason}")
+            continue
+        try:
+            ob = loads(s)
+        except ValueError as e:
+            if not s.strip():
+                problems.add(file, line, Reason.BLANK_LINE, "empty line")
+            else:
+                problems.add(file, line, Reason.MALFORMED_JSON, str(e))
+            continue
+        meta: Any = None
+        if isinstance(ob, dict):
+            text = ob.get(text_key, _MISSING)
+            if text is _MISSING:
+                problems.add(file, line, Reason.MISSING_TEXT_KEY, f"no {text_key!r} key; keys: {sorted(ob)[:8]}")
+                continue
+            meta = ob.get("meta")
+        elif isinstance(ob, str):
+            text = ob  # lm_dataformat's legacy form: the line is the text
+        else:
+            problems.add(file, line, Reason.NOT_AN_OBJECT, f"a JSON {type(ob).__name__}, expected an object")
+            continue
+        if not isinstance(text, str):
+            if isinstance(text, list) and all(isinstance(t, str) for t in text):
+                text = "\n\n".join(text)  # lm_dataformat autojoin_paragraphs
+            else:
+                problems.add(
+                    file, line, Reason.TEXT_NOT_STRING, f"{text_key!r} is a JSON {type(text).__name__}, expected a string"
+                )
+                continue
+        if not text:
+            counters["empty"] += 1
+            continue
+        try:
+            n_bytes = len(text.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            problems.add(file, line, Reason.INVALID_UNICODE, f"character {e.start:,}: {e.reason}")
+            continue
+        psn = None
+        meta_json = None
+        if meta is not None:
+            if isinstance(meta, dict):
+                v = meta.get("pile_set_name")
+                psn = v if isinstance(v, str) and _encodable(v) else None
+            try:
+                meta_json = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+                meta_json.encode("utf-8")
+            except UnicodeEncodeError:
+                meta_json = json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
+        out.append(ParsedLine(line, text, n_bytes, psn, meta_json))
+    return out
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -110,6 +110,7 @@ def plot(tables: dict[str, pa.Table], out_dir: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,8 +169,9 @@ def plot(tables: dict[str, pa.Table], out_dir: Path) -> list[Path]:
     totals = {b: sum(r["tokens"] for r in comp if r["step_bucket"] == b) or 1 for b in buckets}
     for src in sources:
         vals = [sum(r["tokens"] for r in comp if r["step_bucket"] == b and r["pile_set_name"] == src) / totals[b] for b in buckets]
-        ax.bar([str(b) for b in buckets], vals, bottom=bottom, label=src)
+        ax.bar(range(len(buckets)), vals, bottom=bottom, label=src)
         bottom = [x + y for x, y in zip(bottom, vals)]
+    ax.set_xticks(range(len(buckets)), [str(b) for b in buckets])
     ax.set_xlabel("step bucket (first step)")
     ax.set_ylabel("share of sampled training tokens")
     ax.legend(fontsize=7)

@@ -57,8 +57,8 @@ class DocumentTable:
             return {}
         with self._lock:
             cur = self._con.cursor()
-        tbl = cur.execute(
-            "SELECT * FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))", [list(map(int, doc_ids))]
+        tbl = cur.sql(
+            "SELECT * FROM documents WHERE doc_id IN (SELECT unnest($ids::BIGINT[]))", params={"ids": list(map(int, doc_ids))}
         ).to_arrow_table()
         return {int(r["doc_id"]): r for r in tbl.to_pylist()}
 

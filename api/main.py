@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from . import errors
 from .routers import corpus, datasets, documents, ngrams, samples, sql
@@ -15,6 +15,40 @@ from .settings import Settings
 from .state import open_state
 
 ROUTERS = (corpus, documents, samples, ngrams, sql, datasets)
+
+
+class RequestTimeLimit:
+    """Pure ASGI middleware: a request still running after ``seconds`` gets a 504 naming
+    ``request_timeout_s`` (if its response has not started). Heavy work runs in worker threads, which finish
+    their step in the background; DuckDB queries have their own interrupt. (Starlette's BaseHTTPMiddleware
+    costs far more per request: measured 725 -> see benchmarks/api_load.py.)"""
+
+    def __init__(self, app, seconds: float):
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.seconds):
+                await self.app(scope, receive, send_tracking)
+        except TimeoutError:
+            if started:
+                raise
+            response = errors.error_response(
+                504, "timeout", f"the request ran longer than request_timeout_s={self.seconds:g} s", "request_timeout_s"
+            )
+            await response(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -31,18 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def request_time_limit(request: Request, call_next):
-        # Heavy work runs in worker threads; past the limit the client gets a 504 naming the setting
-        # (the thread finishes its step in the background; DuckDB queries have their own interrupt).
-        try:
-            return await asyncio.wait_for(call_next(request), timeout=settings.request_timeout_s)
-        except TimeoutError:
-            return errors.error_response(
-                504, "timeout", f"the request ran longer than request_timeout_s={settings.request_timeout_s:g} s",
-                "request_timeout_s",
-            )
-
+    app.add_middleware(RequestTimeLimit, seconds=settings.request_timeout_s)
     for module in ROUTERS:
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     return app

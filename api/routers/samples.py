@@ -73,7 +73,7 @@ def get_sample(request: Request, step: Id, slot: Id,
     order = pi.order
     rec = describe_sample(order, step, slot, tokenizer=pi.tokenizer if text else None,
                           documents=None if order.preshuffled else pi.documents)
-    return Sample(**rec)
+    return rec  # validated and serialised once, by the response model
 
 
 @router.get("/batches/{step}", response_model=Batch,

@@ -63,3 +63,14 @@ def test_openapi_and_settings(client):
     assert "/v1/corpus" in paths and "/v1/documents/{doc_id}" in paths
     names = {s["name"]: s for s in client.get("/v1/settings").json()}
     assert names["max_document_tokens"]["value"] == 100 and names["sql_max_rows"]["help"]
+
+
+def test_request_time_limit_names_the_setting(tmp_path):
+    write_indexed(tmp_path / "s", [np.arange(10)], np.uint16)
+    app = create_app(Settings(prefixes=[str(tmp_path / "s")], request_timeout_s=1e-9))
+    with TestClient(app) as c:
+        r = c.get("/v1/documents/0")
+    assert r.status_code == 504
+    assert r.json()["error"] == {
+        "type": "timeout", "message": "the request ran longer than request_timeout_s=1e-09 s", "setting": "request_timeout_s",
+    }

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "cli.store_cmds",
     "cli.order_cmds",
     "cli.ngram_cmds",
+    "cli.score_cmds",
 ]
 
 

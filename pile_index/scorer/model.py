@@ -1,0 +1,314 @@
+"""The GPT-NeoX forward pass in plain torch, as the Pythia checkpoints on the Hugging Face hub run it.
+
+nanoGPT-style: one config dataclass, modules named exactly as the Hugging Face state dict names them
+(``gpt_neox.layers.N.attention.query_key_value.weight``, ``embed_out.weight``), so loading is a key-for-key
+copy. Architecture facts (FACTS.md section 5; upstream: EleutherAI/gpt-neox ``megatron/model``, and the
+GPT-NeoX model of Hugging Face transformers, which our tests use as the reference):
+
+- parallel residual ``x = x + attn(ln1(x)) + mlp(ln2(x))`` (``use_parallel_residual=False``: sequential);
+- fused ``query_key_value`` whose output reshapes to (heads, 3 * head_dim): q, k, v = thirds of each head;
+- rotary embedding on the first ``int(head_dim * rotary_pct)`` dims of q and k, NeoX rotate-half pairing;
+- exact (erf) GELU MLP, LayerNorm with bias, an untied output projection ``embed_out`` without bias.
+
+Attention runs through ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels where the
+device has them, never a (T, T) score matrix on those paths). The model returns final hidden states; the
+output projection is applied in chunks by :mod:`pile_index.scorer.metrics`, so a full (batch, seq, vocab)
+logits tensor never exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, FormatError, NotFoundError
+
+
+@dataclass(frozen=True)
+class GPTNeoXConfig:
+    """The shape of a GPT-NeoX model, read from a Hugging Face ``config.json``."""
+
+    vocab_size: int
+    """rows of embed_in / embed_out (padded: 50304 for Pythia up to 2.8b), tokens"""
+    hidden_size: int
+    """model width d"""
+    num_attention_heads: int
+    """heads per layer; head_dim = hidden_size / num_attention_heads"""
+    num_hidden_layers: int
+    """transformer blocks"""
+    intermediate_size: int
+    """MLP width (4 d for Pythia)"""
+    rotary_pct: float = 0.25
+    """share of each head's dims that get rotary embedding; rotary dims = int(head_dim * rotary_pct)"""
+    rotary_emb_base: float = 10000.0
+    """rotary base (theta)"""
+    layer_norm_eps: float = 1e-5
+    """LayerNorm epsilon"""
+    use_parallel_residual: bool = True
+    """x + attn(ln1 x) + mlp(ln2 x) if true, else the sequential form"""
+    max_position_embeddings: int = 2048
+    """longest sequence the model was trained on, tokens"""
+    attention_bias: bool = True
+    """query_key_value and attention.dense carry biases"""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_ndims(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
+    def validate(self) -> None:
+        for f in ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
+                  "max_position_embeddings"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"model config {f}={v!r}: expected a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"model config hidden_size={self.hidden_size:,} is not a multiple of "
+                f"num_attention_heads={self.num_attention_heads:,}"
+            )
+        if not 0.0 <= self.rotary_pct <= 1.0:
+            raise ConfigError(f"model config rotary_pct={self.rotary_pct!r}: expected a share in [0, 1]")
+        if self.rotary_ndims % 2:
+            raise ConfigError(
+                f"model config rotary dims int({self.head_dim} * {self.rotary_pct}) = {self.rotary_ndims} is odd: "
+                "rotate-half needs an even number"
+            )
+        if self.rotary_emb_base <= 0 or self.layer_norm_eps <= 0:
+            raise ConfigError("model config rotary_emb_base and layer_norm_eps must be positive")
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]) -> GPTNeoXConfig:
+        """From the dict of a Hugging Face ``config.json``: the Pythia form (``rotary_pct``, ``rotary_emb_base``)
+        or the transformers-5 form (``rope_parameters: {partial_rotary_factor, rope_theta}``)."""
+        if d.get("model_type", "gpt_neox") != "gpt_neox":
+            raise ConfigError(f"config.json model_type={d.get('model_type')!r}: expected 'gpt_neox'")
+        act = d.get("hidden_act", "gelu")
+        if act != "gelu":
+            raise ConfigError(f"config.json hidden_act={act!r}: only the exact 'gelu' of GPT-NeoX/Pythia is supported")
+        if d.get("tie_word_embeddings", False):
+            raise ConfigError("config.json tie_word_embeddings=true: GPT-NeoX has an untied embed_out")
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+            raise ConfigError(f"config.json rope type {rope.get('rope_type')!r}: only the default rotary is supported")
+        try:
+            cfg = cls(
+                vocab_size=int(d["vocab_size"]),
+                hidden_size=int(d["hidden_size"]),
+                num_attention_heads=int(d["num_attention_heads"]),
+                num_hidden_layers=int(d["num_hidden_layers"]),
+                intermediate_size=int(d["intermediate_size"]),
+                rotary_pct=float(d.get("rotary_pct", rope.get("partial_rotary_factor", 0.25))),
+                rotary_emb_base=float(d.get("rotary_emb_base", rope.get("rope_theta", 10000.0))),
+                layer_norm_eps=float(d.get("layer_norm_eps", 1e-5)),
+                use_parallel_residual=bool(d.get("use_parallel_residual", True)),
+                max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
+                attention_bias=bool(d.get("attention_bias", True)),
+            )
+        except KeyError as e:
+            raise ConfigError(f"config.json lacks {e.args[0]!r}: not a GPT-NeoX config") from e
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> GPTNeoXConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise NotFoundError(f"{path}: no config.json; a model folder needs config.json beside its weights")
+        try:
+            d = json.loads(path.read_text())
+        except ValueError as e:
+            raise FormatError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_hf_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def n_params(self) -> int:
+        """Parameter count by arithmetic (no weights allocated); equals the sum of the state dict's numels."""
+        d, f, v, n = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers
+        b = 1 if self.attention_bias else 0
+        per_layer = (
+            2 * 2 * d  # two LayerNorms, weight + bias
+            + 3 * d * d + b * 3 * d  # query_key_value
+            + d * d + b * d  # attention.dense
+            + d * f + f + f * d + d  # MLP with biases
+        )
+        return 2 * v * d + n * per_layer + 2 * d  # embed_in + embed_out, layers, final LayerNorm
+
+    def forward_flops_per_token(self, seq_len: int) -> int:
+        """Forward FLOPs per token: 2 per weight multiply-add (embed_in excluded: a lookup) plus causal
+        attention's QK^T and AV over on average (seq_len + 1) / 2 keys (PaLM appendix B counts all seq_len)."""
+        matmul_params = self.n_params() - self.vocab_size * self.hidden_size
+        attn = 2 * 2 * self.num_hidden_layers * self.hidden_size * (seq_len + 1) / 2
+        return int(2 * matmul_params + attn)
+
+
+PYTHIA_SHAPES: dict[str, dict[str, int]] = {
+    "70m": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8),
+    "160m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
+    "410m": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
+    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=8),
+    "1.4b": dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=16),
+    "2.8b": dict(hidden_size=2560, num_hidden_layers=32, num_attention_heads=32),
+}
+"""Pythia model shapes (EleutherAI/pythia models/*.yml), for tests and benchmarks only: loading a checkpoint
+always reads its config.json."""
+
+
+def pythia_shape(name: str, vocab_size: int = 50304) -> GPTNeoXConfig:
+    """A Pythia-shaped config (vocab 50,304, ff = 4 d, rotary 0.25, 2,048 positions)."""
+    if name not in PYTHIA_SHAPES:
+        raise ConfigError(f"unknown Pythia shape {name!r}: expected one of {', '.join(PYTHIA_SHAPES)}")
+    s = PYTHIA_SHAPES[name]
+    return GPTNeoXConfig(vocab_size=vocab_size, intermediate_size=4 * s["hidden_size"], **s)
+
+
+def rotary_tables(cfg: GPTNeoXConfig, start: int, length: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, (length, rotary_ndims) fp32, for positions start .. start+length-1 (the NeoX layout:
+    frequencies repeated twice, pairing dim i with dim i + rotary_ndims/2)."""
+    r = cfg.rotary_ndims
+    inv_freq = 1.0 / (cfg.rotary_emb_base ** (torch.arange(0, r, 2, dtype=torch.float32, device=device) / r))
+    pos = torch.arange(start, start + length, dtype=torch.float32, device=device)
+    freqs = pos[:, None] * inv_freq[None, :]  # (T, r/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, r)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first cos.shape[-1] dims of x (B, H, T, hd); the rest pass through."""
+    r = cos.shape[-1]
+    if r == 0:
+        return x
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    x1, x2 = x_rot[..., : r // 2], x_rot[..., r // 2 :]
+    rotated = torch.cat((-x2, x1), dim=-1)  # NeoX rotate-half
+    return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, per layer, for greedy decoding."""
+
+    def __init__(self, n_layers: int):
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.length = 0  # positions already cached
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTNeoXConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.num_attention_heads, cfg.head_dim
+        self.query_key_value = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=cfg.attention_bias)
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.attention_bias)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, d = x.shape
+        qkv = self.query_key_value(x).view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, H, T, 3hd)
+        q, k, v = qkv.split(self.head_dim, dim=-1)  # each (B, H, T, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past = 0
+        if cache is not None:
+            if cache.k[layer] is not None:
+                past = cache.k[layer].shape[2]
+                k = torch.cat((cache.k[layer], k), dim=2)
+                v = torch.cat((cache.v[layer], v), dim=2)
+            cache.k[layer], cache.v[layer] = k, v
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.head_dim**-0.5)
+        elif T == 1:  # one new token sees every cached position
+            y = F.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5)
+        else:  # several new tokens after a cache: causal within them, all of the past
+            keep = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=self.head_dim**-0.5)
+        y = y.transpose(1, 2).reshape(B, T, d)  # (B, T, d)
+        return self.dense(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTNeoXConfig):
+        super().__init__()
+        self.dense_h_to_4h = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.dense_4h_to_h = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x)))  # exact erf GELU, as Pythia was trained
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTNeoXConfig):
+        super().__init__()
+        self.parallel = cfg.use_parallel_residual
+        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attention = Attention(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        a = self.attention(self.input_layernorm(x), cos, sin, cache, layer)
+        if self.parallel:
+            return self.mlp(self.post_attention_layernorm(x)) + a + x
+        x = a + x
+        return self.mlp(self.post_attention_layernorm(x)) + x
+
+
+class GPTNeoX(nn.Module):
+    """GPT-NeoX causal LM. ``hidden(idx)`` gives final-normed states; ``embed_out`` maps them to logits."""
+
+    def __init__(self, cfg: GPTNeoXConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.gpt_neox = nn.ModuleDict(dict(
+            embed_in=nn.Embedding(cfg.vocab_size, cfg.hidden_size),
+            layers=nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers)),
+            final_layer_norm=nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps),
+        ))
+        self.embed_out = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) token ids -> (B, T, d) final-normed hidden states. With a cache, positions continue
+        after the cached ones and the new keys/values are appended to it."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        x = self.gpt_neox.embed_in(idx)  # (B, T, d)
+        # rotary tables in fp32, then the activations' dtype (as transformers does: identical fp32 results)
+        cos, sin = rotary_tables(self.config, start, T, idx.device)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, r), broadcast over (B, H)
+        for i, block in enumerate(self.gpt_neox.layers):
+            x = block(x, cos, sin, cache, i)  # (B, T, d)
+        if cache is not None:
+            cache.length = start + T
+        return self.gpt_neox.final_layer_norm(x)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Full logits (B, T, V) in the model's dtype. For tests and short inputs only: scoring uses the
+        chunked path in metrics.py, which never holds (B, T, V)."""
+        return self.embed_out(self.hidden(idx))
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def expected_shapes(cfg: GPTNeoXConfig) -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of the model and its shape, computed on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        m = GPTNeoX(cfg)
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+__all__ = ["PYTHIA_SHAPES", "GPTNeoX", "GPTNeoXConfig", "KVCache", "apply_rotary", "expected_shapes", "pythia_shape",
+           "rotary_tables"]

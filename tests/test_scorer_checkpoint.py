@@ -1,0 +1,204 @@
+"""Checkpoint resolution: the Hugging Face hub cache layout offline, local folders, weight hashes, duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="transformers builds the test checkpoints")
+from test_scorer_model import make_hf_model, pythia_config_json, write_bin  # noqa: E402
+
+from pile_index.errors import NotFoundError  # noqa: E402
+from pile_index.scorer import DuplicateWeights, hub_cache_dir, load_model, resolve_checkpoint  # noqa: E402
+from pile_index.scorer.checkpoint import tensors_sha256  # noqa: E402
+
+MODEL_ID = "EleutherAI/pythia-tiny-deduped"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: torch's thread pool costs more than it gives (10-40x slower on a busy 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def add_revision(cache: Path, model_id: str, revision: str, commit: str, files: dict[str, bytes]) -> Path:
+    """Lay a revision out like huggingface_hub does: blobs/<sha256>, snapshots/<commit>/<name> -> blob
+    (relative symlinks), refs/<revision> = commit."""
+    repo = cache / ("models--" + model_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snap / name
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, snap))
+    (repo / "refs" / revision).write_text(commit)
+    return snap
+
+
+def checkpoint_files(tmp: Path, seed: int) -> dict[str, bytes]:
+    hf = make_hf_model(seed=seed)
+    folder = write_bin(hf, tmp / f"src{seed}", fp16=True)
+    return {"config.json": (folder / "config.json").read_bytes(),
+            "pytorch_model.bin": (folder / "pytorch_model.bin").read_bytes()}
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # hermetic: any download attempt is refused
+    a, b = checkpoint_files(tmp_path, 1), checkpoint_files(tmp_path, 2)
+    add_revision(cache, MODEL_ID, "step1000", "a" * 40, a)
+    add_revision(cache, MODEL_ID, "step2000", "b" * 40, b)
+    add_revision(cache, MODEL_ID, "main", "b" * 40, b)
+    add_revision(cache, MODEL_ID, "step3000", "c" * 40, a)  # the hub serving old weights under a new name
+    return cache, a, b
+
+
+def test_hub_cache_dir_rules(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "x"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hub_cache_dir() == tmp_path / "x"
+    monkeypatch.delenv("HF_HUB_CACHE")
+    assert hub_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.delenv("HF_HOME")
+    assert hub_cache_dir() == Path("~/.cache/huggingface/hub").expanduser()
+
+
+def test_revision_resolves_offline_through_refs(hub_cache):
+    cache, a, b = hub_cache
+    ck = resolve_checkpoint(MODEL_ID, "step1000")
+    assert ck.commit_sha == "a" * 40
+    assert ck.folder == cache / "models--EleutherAI--pythia-tiny-deduped" / "snapshots" / ("a" * 40)
+    assert [p.name for p in ck.weight_files] == ["pytorch_model.bin"]
+    assert ck.weights_sha256 == hashlib.sha256(a["pytorch_model.bin"]).hexdigest()
+    assert ck.record()["weight_files"] == {"pytorch_model.bin": ck.weights_sha256}
+    assert resolve_checkpoint(MODEL_ID).commit_sha == "b" * 40  # no revision = main
+    assert resolve_checkpoint(MODEL_ID, "b" * 40).revision == "b" * 40  # a commit sha names its snapshot
+    model, _ = load_model(ck)
+    assert model.embed_out.weight.dtype == torch.float32
+
+
+def test_hf_home_and_repo_folder(hub_cache, monkeypatch):
+    cache, _, _ = hub_cache
+    home = cache.parent / "home"
+    home.mkdir()
+    (cache.parent / "hub").rename(home / "hub")
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(home))
+    assert resolve_checkpoint(MODEL_ID, "step2000").commit_sha == "b" * 40
+    repo = home / "hub" / "models--EleutherAI--pythia-tiny-deduped"
+    ck = resolve_checkpoint(str(repo), "step1000")  # the repo folder itself as --model
+    assert (ck.commit_sha, ck.revision) == ("a" * 40, "step1000")
+
+
+def test_missing_revision_offline_is_a_clear_error(hub_cache):
+    with pytest.raises(NotFoundError, match=r"revision 'step9000' is not in the hub cache .*refs/step9000.*"
+                                            r"HF_HUB_OFFLINE is set.*huggingface-cli download"):
+        resolve_checkpoint(MODEL_ID, "step9000")
+    with pytest.raises(NotFoundError, match="not a folder, and not a hub id"):
+        resolve_checkpoint("no-such-folder")
+
+
+def test_incomplete_snapshot_counts_as_missing(hub_cache):
+    cache, _, _ = hub_cache
+    snap = cache / "models--EleutherAI--pythia-tiny-deduped" / "snapshots" / ("a" * 40)
+    (snap / "pytorch_model.bin").unlink()  # an interrupted download
+    with pytest.raises(NotFoundError, match="step1000"):
+        resolve_checkpoint(MODEL_ID, "step1000", allow_download=False)
+
+
+def test_local_folder_with_revision_subfolders(tmp_path):
+    hf = make_hf_model()
+    write_bin(hf, tmp_path / "ckpts" / "step5")
+    ck = resolve_checkpoint(str(tmp_path / "ckpts"), "step5")
+    assert (ck.revision, ck.commit_sha, ck.folder) == ("step5", None, tmp_path / "ckpts" / "step5")
+    with pytest.raises(NotFoundError, match="names a sub-folder"):
+        resolve_checkpoint(str(tmp_path / "ckpts"), "step6")
+
+
+def test_duplicate_weights_are_flagged(hub_cache, caplog):
+    dups = DuplicateWeights()
+    labels = {}
+    with caplog.at_level(logging.WARNING, logger="pile_index.scorer.checkpoint"):
+        for rev in ("step1000", "step2000", "step3000"):
+            ck = resolve_checkpoint(MODEL_ID, rev)
+            _, th = load_model(ck, with_tensor_hash=True)
+            labels[rev] = dups.check(rev, ck.weights_sha256, th)
+    assert labels == {"step1000": None, "step2000": None, "step3000": "step1000"}
+    assert dups.duplicates == [("step1000", "step3000")]
+    assert "step3000 carries the same weights as step1000" in caplog.text
+
+
+def test_tensor_hash_sees_through_different_files(tmp_path):
+    """Two differently written files with equal tensors (here fp16 .bin vs a re-saved copy) share a tensor hash."""
+    hf = make_hf_model(seed=5)
+    one = write_bin(hf, tmp_path / "one", fp16=True, buffers=True)
+    two = write_bin(hf, tmp_path / "two", fp16=True, buffers=False, shards=2)
+    c1, c2 = resolve_checkpoint(str(one)), resolve_checkpoint(str(two))
+    assert c1.weights_sha256 != c2.weights_sha256
+    _, h1 = load_model(c1, with_tensor_hash=True)
+    _, h2 = load_model(c2, with_tensor_hash=True)
+    assert h1 == h2
+    assert json.loads((one / "config.json").read_text()) == pythia_config_json(hf)
+    sd = torch.load(one / "pytorch_model.bin", weights_only=True)
+    assert tensors_sha256({k: v for k, v in sd.items() if "attention.bias" not in k and "masked" not in k
+                           and "inv_freq" not in k}) == h1
+
+
+def test_download_goes_through_the_cache(tmp_path, monkeypatch):
+    """The download path with a stand-in huggingface_hub (hermetic): it fetches config.json and one weight set
+    (safetensors preferred, shards through their index) into the cache, then resolves from there."""
+    import sys
+    import types
+
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hf = make_hf_model(seed=3)
+    src = tmp_path / "remote"
+    hf.save_pretrained(src, max_shard_size=100_000)
+    write_bin(hf, tmp_path / "remote-bin")  # a .bin beside: must not be fetched
+    (src / "pytorch_model.bin").write_bytes((tmp_path / "remote-bin" / "pytorch_model.bin").read_bytes())
+    fetched = []
+
+    class FakeApi:
+        def list_repo_files(self, repo_id, revision=None):
+            return sorted(p.name for p in src.iterdir())
+
+    def fake_download(repo_id, filename, revision=None, cache_dir=None):
+        fetched.append(filename)
+        return str(add_revision(Path(cache_dir), repo_id, revision, "d" * 40,
+                                {filename: (src / filename).read_bytes()}) / filename)
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub",
+                        types.SimpleNamespace(HfApi=FakeApi, hf_hub_download=fake_download))
+    ck = resolve_checkpoint(MODEL_ID, "step42")
+    shards = sorted(p.name for p in src.glob("model-*.safetensors"))
+    assert len(shards) >= 2
+    assert fetched == ["model.safetensors.index.json", "config.json", "model.safetensors.index.json", *shards]
+    assert (ck.commit_sha, [p.name for p in ck.weight_files]) == ("d" * 40, shards)
+    with pytest.raises(NotFoundError, match="downloads are off"):
+        resolve_checkpoint(MODEL_ID, "step43", allow_download=False)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    from pile_index.errors import ConfigError
+    with pytest.raises(ConfigError, match="huggingface_hub is not installed"):
+        resolve_checkpoint(MODEL_ID, "step43")

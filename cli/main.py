@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "cli.store_cmds",
     "cli.order_cmds",
     "cli.ngram_cmds",
+    "cli.dataset_cmds",
+    "cli.demo_cmds",
     "cli.score_cmds",
 ]
 

@@ -1,0 +1,150 @@
+"""``pile-index dataset build|show`` and ``pile-index replay``: memorization / influence datasets."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pile_index.datasets import DatasetConfig, build_dataset
+from pile_index.dataset_query import DatasetQuery
+from pile_index.documents import documents_for
+from pile_index.errors import ConfigError
+from pile_index.replay import ReplayConfig, replay_training
+from pile_index.schedule import parse_revisions, pythia_schedule
+from pile_index.selection import SelectionConfig, Strategy
+
+from .order_options import add_order_options, open_order_from_args
+from .output import add_json_flag, emit
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ds = sub.add_parser("dataset", help="training rows x checkpoints x losses as Parquet, summaries and plots")
+    dsub = ds.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
+
+    p = dsub.add_parser("build", help="pick rows, score them at every checkpoint, write OUT/ (resumable)")
+    p.add_argument("prefix", nargs="+", help="PREFIX of the token store (several = one store)")
+    add_order_options(p)
+    p.add_argument("--model", required=True, help="hub id (EleutherAI/pythia-70m-deduped), hub-cache repo folder, "
+                   "or a folder with one sub-folder per revision")
+    p.add_argument("--revisions", default="pythia", help="'pythia' (154 checkpoints), 'pythia:MAX_STEP', or step0,step1000,...")
+    p.add_argument("--select", choices=[s.value for s in Strategy], default="uniform", help="row choice rule")
+    p.add_argument("--rows", type=int, default=64, help="rows (uniform, ngram) or rows per source (stratified)")
+    p.add_argument("--cohort-steps", type=int, default=1000, help="steps per cohort")
+    p.add_argument("--batches-per-cohort", type=int, default=2, help="R: batches drawn per cohort")
+    p.add_argument("--rows-per-batch", type=int, default=4, help="S: rows drawn per drawn batch")
+    p.add_argument("--control-rows", type=int, default=16, help="never-trained rows added as the control group")
+    p.add_argument("--indices", help="explicit sample indices (.npy or one per line) for --select indices")
+    p.add_argument("--ngram-text", help="--select ngram: rows holding this text (store tokenizer)")
+    p.add_argument("--ngram-tokens", help="--select ngram: rows holding these comma-separated token ids")
+    p.add_argument("--tokenizer", help="tokenizer for --ngram-text (default: PREFIX.tokenizer.json)")
+    p.add_argument("--seed-rows", type=int, default=0, help="seed of the row choice")
+    p.add_argument("--chunk-rows", type=int, default=64, help="rows per scoring part (unit of resume and of Ray tasks)")
+    p.add_argument("--batch-rows", type=int, default=8, help="rows per forward pass")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--no-memorization-score", action="store_true", help="skip greedy decoding (memorized is still computed)")
+    p.add_argument("--ban-eod", action="store_true", help="forbid token 0 during greedy decoding (Biderman et al.'s quirk)")
+    p.add_argument("--offline", action="store_true", help="never download checkpoints")
+    p.add_argument("--ray", metavar="local|auto|ADDRESS", help="fan scoring out on Ray ('local' starts one here)")
+    p.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray instance")
+    p.add_argument("--out", required=True, help="output folder")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_build)
+
+    p = dsub.add_parser("show", help="query a built dataset: one sample, one checkpoint, or the summaries")
+    p.add_argument("dir", help="dataset folder (OUT of dataset build)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--sample", type=int, help="sample index: its metrics at every checkpoint")
+    g.add_argument("--revision", help="checkpoint: means over the rows, by group and cohort")
+    g.add_argument("--summary", action="store_true", help="the treatment-effect table and checkpoint records")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("replay", help="train a small GPT-NeoX on the training order; save checkpoints on Pythia's schedule")
+    p.add_argument("prefix", nargs="+", help="PREFIX of the token store")
+    add_order_options(p)
+    p.add_argument("--steps", type=int, required=True, help="training steps to replay")
+    p.add_argument("--vocab-size", type=int, help="model vocabulary (default: the store's largest token id + 1)")
+    p.add_argument("--hidden-size", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed-model", type=int, default=0, help="seed of the initialisation")
+    p.add_argument("--out", required=True, help="folder for step*/ checkpoints (and a hub-cache layout under hub/)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_replay)
+
+
+def _ngram_rows(args, order):
+    """For --select ngram: the trained rows that hold the whole n-gram (from the store's n-gram index)."""
+    if args.select != "ngram":
+        return None
+    if not (args.ngram_text or args.ngram_tokens):
+        raise ConfigError("--select ngram needs --ngram-text or --ngram-tokens")
+    from pile_index.documents import tokenizer_for
+    from pile_index.ngram import NgramIndex, query_tokens
+    from pile_index.ngram_steps import occurrence_rows
+
+    def rows():
+        tok = tokenizer_for(order.store, args.tokenizer) if args.ngram_text else None
+        pattern = query_tokens(tokens=args.ngram_tokens, text=args.ngram_text, tokenizer=tok)
+        pairs = occurrence_rows(NgramIndex(order.store), order, pattern)
+        return pairs["sample_index"][pairs["in_row"] & pairs["trained"]]
+
+    return rows
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    order = open_order_from_args(args, args.prefix)
+    sel = SelectionConfig(
+        strategy=Strategy(args.select), rows=args.rows, cohort_steps=args.cohort_steps,
+        batches_per_cohort=args.batches_per_cohort, rows_per_batch=args.rows_per_batch,
+        control_rows=args.control_rows, seed=args.seed_rows, indices_file=args.indices,
+    )
+    cfg = DatasetConfig(
+        model=args.model, revisions=parse_revisions(args.revisions), selection=sel, chunk_rows=args.chunk_rows,
+        batch_rows=args.batch_rows, device=args.device, memorization_score=not args.no_memorization_score,
+        ban_eod=args.ban_eod, allow_download=not args.offline,
+    )
+    res = build_dataset(order, documents_for(order.store), cfg, args.out, ray_address=args.ray,
+                        ray_num_cpus=args.ray_cpus, progress=not args.json, ngram_rows=_ngram_rows(args, order))
+    emit(res, args.json)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    q = DatasetQuery(Path(args.dir))
+    if args.sample is not None:
+        emit(q.sample(args.sample), args.json)
+    elif args.revision is not None:
+        emit(q.checkpoint(args.revision), args.json)
+    else:
+        emit(q.summary(), args.json)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pile_index.stats import token_stats
+
+    order = open_order_from_args(args, args.prefix)
+    vocab = args.vocab_size or int(token_stats(order.store)["max_token"] or 0) + 1
+    cfg = ReplayConfig(
+        steps=args.steps, checkpoint_steps=pythia_schedule(args.steps), lr=args.lr, seed=args.seed_model,
+        hidden_size=args.hidden_size, num_layers=args.layers, num_heads=args.heads,
+    )
+    losses: list[float] = []
+
+    def progress(step: int, loss: float) -> None:
+        losses.append(loss)
+        if not args.json:
+            print(f"\rreplay step {step + 1}/{args.steps} loss {loss:.3f}", end="", file=sys.stderr)
+
+    saved = replay_training(order.batch, vocab, order.seq_length, cfg, args.out, progress=progress)
+    if not args.json:
+        print(file=sys.stderr)
+    emit({"out": args.out, "revisions": sorted(saved, key=lambda r: int(r[4:])), "first_loss": losses[0],
+          "last_loss": losses[-1]}, args.json)
+    return 0

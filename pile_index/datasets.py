@@ -1,0 +1,332 @@
+"""Training rows x checkpoints x metrics in one command: the memorization / influence dataset.
+
+``build_dataset`` picks rows (:mod:`pile_index.selection`), reads them through the training order, scores
+them at every checkpoint (:mod:`pile_index.scorer`), and writes, under ``OUT/``:
+
+- ``rows.parquet``: one row per training row: contiguous ``train_index``, ``sample_index`` (= ``index`` of
+  EleutherAI's pythia-memorized-evals), ``step``, ``slot``, ``group`` (treated / control), ``cohort``,
+  ``treatment_step`` (first checkpoint after the row's step), ``before_step`` (last checkpoint not yet
+  trained on it), source ``doc_ids`` / ``doc_tokens`` / ``pile_set_names`` and the first 64 ``tokens``;
+- ``checkpoints.parquet``: revision, its step, resolved commit sha, weight hashes, duplicates;
+- ``dataset.parquet``: rows x checkpoints with ``loss``, ``entropy``, ``accuracy``, ``memorized``,
+  ``memorization_score`` and the checkpoint record;
+- ``summary/*.parquet`` and ``plots/*.png`` (:mod:`pile_index.dataset_summary`).
+
+Scoring is split into (checkpoint x row-chunk) parts under ``OUT/parts/``, each written atomically: a rerun
+skips finished parts. With Ray (``ray_address``) the same parts are computed by remote tasks; each part is
+the same computation in either mode (same rows, same batch, one torch thread), so outputs are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path, write_bytes
+from .docstore import DocumentTable
+from .errors import ConfigError
+from .schedule import before_steps, revision_step, treatment_steps
+from .selection import SelectionConfig, Strategy, select_rows
+
+log = logging.getLogger(__name__)
+
+MEMORIZED_EVALS_TOKENS = 64  # pythia-memorized-evals keep the first 64 tokens of a row
+
+
+@dataclass
+class DatasetConfig:
+    """What to build; ``validate()`` names the bad field."""
+
+    model: str  # model id (Org/name), hub-cache repo folder, or a folder with one sub-folder per revision
+    revisions: list[str]  # checkpoints to score, e.g. the Pythia schedule's step0 ... step143000
+    selection: SelectionConfig = field(default_factory=SelectionConfig)  # which rows
+    chunk_rows: int = 64  # rows per scoring part (the unit of resume and of Ray tasks)
+    batch_rows: int = 8  # rows per forward pass inside a part
+    device: str | None = None  # torch device (None: CUDA when present, else CPU)
+    memorization_score: bool = True  # run Biderman et al.'s greedy 32-token decoding
+    ban_eod: bool = False  # forbid token 0 while decoding, as their minimum-length setting did
+    allow_download: bool = True  # download missing revisions from the hub when online
+
+    def validate(self) -> None:
+        if not self.revisions:
+            raise ConfigError("dataset.revisions is empty; pass --revisions pythia or a list like step0,step1000")
+        if self.chunk_rows < 1 or self.batch_rows < 1:
+            raise ConfigError(f"dataset.chunk_rows={self.chunk_rows}, batch_rows={self.batch_rows}: expected >= 1")
+        for r in self.revisions:
+            revision_step(r)  # every revision must name its step
+        self.selection.validate()
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+def _row_sources(order, documents: DocumentTable | None, ks: np.ndarray) -> tuple[list, list, list]:
+    """Per row: doc_ids, doc_tokens (tokens of each doc in the row) and pile_set_names (None without a table)."""
+    doc_ids, doc_tokens = [], []
+    for k in ks.tolist():
+        spans = order.spans(int(k))
+        if spans is None:  # preshuffled store: document identity is gone
+            doc_ids.append(None)
+            doc_tokens.append(None)
+            continue
+        doc_ids.append([s["doc_id"] for s in spans])
+        doc_tokens.append([s["doc_end"] - s["doc_start"] for s in spans])
+    names: list = [None] * len(ks)
+    if documents is not None:
+        wanted = sorted({d for ids in doc_ids if ids for d in ids})
+        meta = documents.rows(wanted)
+        names = [None if ids is None else [meta.get(d, {}).get("pile_set_name") for d in ids] for ids in doc_ids]
+    return doc_ids, doc_tokens, names
+
+
+def dominant_sources(order, documents: DocumentTable | None) -> Callable[[np.ndarray], list[str | None]]:
+    """For stratified selection: each row's source = the ``pile_set_name`` holding most of its tokens."""
+    if documents is None:
+        raise ConfigError("stratified selection needs PREFIX.documents.parquet (from ingest or attach)")
+
+    def fn(ks: np.ndarray) -> list[str | None]:
+        _, toks, names = _row_sources(order, documents, ks)
+        out = []
+        for t, n in zip(toks, names):
+            if not t:
+                out.append(None)
+                continue
+            agg: dict[str | None, int] = {}
+            for src, c in zip(n, t):
+                agg[src] = agg.get(src, 0) + c
+            out.append(max(agg.items(), key=lambda kv: (kv[1], kv[0] or ""))[0])
+        return out
+
+    return fn
+
+
+def build_rows_table(order, documents: DocumentTable | None, treated: np.ndarray, control: np.ndarray,
+                     checkpoint_steps: list[int], cohort_steps: int) -> tuple[pa.Table, np.ndarray]:
+    """The rows table (sorted by sample index, contiguous train_index) and the rows' tokens."""
+    ks = np.concatenate([treated, control]).astype(np.int64)
+    group = np.array(["treated"] * len(treated) + ["control"] * len(control))
+    order_ix = np.argsort(ks, kind="stable")
+    ks, group = ks[order_ix], group[order_ix]
+    rows = order.rows(ks)
+    steps = ks // order.batch_size
+    is_t = group == "treated"
+    cohort = np.where(is_t, steps // cohort_steps, -1)
+    treat = np.where(is_t, treatment_steps(steps, checkpoint_steps), -1)
+    before = np.where(is_t, before_steps(steps, checkpoint_steps), -1)
+    doc_ids, doc_tokens, names = _row_sources(order, documents, ks)
+    first = np.asarray(rows[:, :MEMORIZED_EVALS_TOKENS], dtype=np.int64)
+    table = pa.table({
+        "train_index": pa.array(np.arange(len(ks), dtype=np.int64)),
+        "sample_index": pa.array(ks),
+        "index": pa.array(ks),
+        "step": pa.array(steps),
+        "slot": pa.array(ks % order.batch_size),
+        "group": pa.array(group.tolist(), pa.string()),
+        "cohort": pa.array(cohort.astype(np.int64)),
+        "treatment_step": pa.array(treat.astype(np.int64)),
+        "before_step": pa.array(before.astype(np.int64)),
+        "doc_ids": pa.array(doc_ids, pa.list_(pa.int64())),
+        "doc_tokens": pa.array(doc_tokens, pa.list_(pa.int64())),
+        "pile_set_names": pa.array(names, pa.list_(pa.string())),
+        "tokens": pa.array(first.tolist(), pa.list_(pa.int64())),
+    })
+    return table, rows
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+_LOADED: dict[str, Any] = {}  # the last model loaded in this process (one at a time bounds memory)
+
+
+def score_part(model: str, revision: str, rows: np.ndarray, batch_rows: int, device: str | None,
+               memorization_score: bool, ban_eod: bool, allow_download: bool) -> tuple[dict[str, Any], dict]:
+    """Score one chunk of rows at one revision: (metric columns, checkpoint record).
+
+    One torch thread, so the numbers do not depend on where (which process, which Ray worker) it runs.
+    """
+    import torch
+
+    from .scorer import ScoreOptions, load_model, pick_device, pick_dtype, resolve_checkpoint, score_rows
+
+    torch.set_num_threads(1)
+    dev = pick_device(device)
+    cache_key = (model, revision, str(dev))
+    if _LOADED.get("key") != cache_key:  # consecutive parts of one revision load it once per process
+        _LOADED.clear()
+        ckpt = resolve_checkpoint(model, revision, allow_download=allow_download)
+        net, tensor_hash = load_model(ckpt, dev, pick_dtype(dev), with_tensor_hash=True)
+        _LOADED.update(key=cache_key, ckpt=ckpt, net=net, tensor_hash=tensor_hash)
+    ckpt, net, tensor_hash = _LOADED["ckpt"], _LOADED["net"], _LOADED["tensor_hash"]
+    opts = ScoreOptions(memorization_score=memorization_score, ban_eod=ban_eod, batch_size=batch_rows)
+    cols = score_rows(net, rows, opts)
+    record = ckpt.record()
+    record["tensors_sha256"] = tensor_hash
+    return cols, record
+
+
+def _part_table(train_index: np.ndarray, revision: str, cols: dict[str, Any]) -> pa.Table:
+    n = len(train_index)
+
+    def col(name, typ):
+        v = cols.get(name)
+        return pa.nulls(n, typ) if v is None else pa.array(v, typ)
+
+    return pa.table({
+        "train_index": pa.array(train_index.astype(np.int64)),
+        "revision": pa.array([revision] * n, pa.string()),
+        "loss": col("loss", pa.float64()), "entropy": col("entropy", pa.float64()),
+        "accuracy": col("accuracy", pa.float64()), "memorized": col("memorized", pa.bool_()),
+        "memorization_score": col("memorization_score", pa.float64()),
+    })
+
+
+def _job_key(cfg: DatasetConfig, store_fingerprint: str, ks: np.ndarray) -> str:
+    h = hashlib.sha256()
+    d = asdict(cfg)
+    d.pop("device", None)
+    h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    h.update(store_fingerprint.encode())
+    h.update(np.ascontiguousarray(ks, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, out_dir: str | os.PathLike, *,
+                  ray_address: str | None = None, ray_num_cpus: int | None = None, progress: bool = True,
+                  ngram_rows: Callable[[], np.ndarray] | None = None) -> dict[str, Any]:
+    """Build ``OUT/`` as described in the module docstring; returns a summary of what was written."""
+    from tqdm import tqdm
+
+    from .dataset_summary import overall_effect, plot, summarize
+
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sel = cfg.selection
+    row_source = dominant_sources(order, documents) if sel.strategy == Strategy.STRATIFIED else None
+    treated, control = select_rows(sel, order.train_steps, order.batch_size, order.num_samples,
+                                   row_source=row_source, ngram_rows=ngram_rows)
+    if treated.size == 0:
+        raise ConfigError("the selection picked no training rows; widen it (more --rows, another strategy)")
+    ck_steps = [revision_step(r) for r in cfg.revisions]
+    rows_tbl, rows = build_rows_table(order, documents, treated, control, ck_steps, sel.cohort_steps)
+    with atomic_path(out / "rows.parquet") as tmp:
+        pq.write_table(rows_tbl, tmp)
+    ks = rows_tbl["sample_index"].to_numpy()
+
+    parts = out / "parts"
+    parts.mkdir(exist_ok=True)
+    key = _job_key(cfg, order.store.fingerprint(), ks)
+    manifest = parts / "job.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("key") != key:
+        raise ConfigError(
+            f"{out}: holds parts of a different dataset (other rows, revisions or store); "
+            f"use another --out or delete {parts}"
+        )
+    write_bytes(manifest, json.dumps({"key": key, "revisions": cfg.revisions}).encode())
+
+    n = len(ks)
+    tasks = [(ri, rev, c0) for ri, rev in enumerate(cfg.revisions) for c0 in range(0, n, cfg.chunk_rows)]
+    part_path = {t: parts / f"r{t[0]:03d}-c{t[2]:07d}.parquet" for t in tasks}
+    rec_path = {ri: parts / f"r{ri:03d}.checkpoint.json" for ri in range(len(cfg.revisions))}
+    todo = [t for t in tasks if not (part_path[t].is_file() and rec_path[t[0]].is_file())]
+    bar = tqdm(total=len(tasks) * 1, initial=len(tasks) - len(todo), unit="part", desc="score",
+               file=sys.stderr, disable=not progress)
+    args = (cfg.batch_rows, cfg.device, cfg.memorization_score, cfg.ban_eod, cfg.allow_download)
+
+    def finish(t, cols, record):
+        ri, rev, c0 = t
+        tbl = _part_table(np.arange(c0, min(n, c0 + cfg.chunk_rows)), rev, cols)
+        with atomic_path(part_path[t]) as tmp:
+            pq.write_table(tbl, tmp)
+        write_bytes(rec_path[ri], json.dumps(record, sort_keys=True).encode())
+        bar.update(1)
+
+    if ray_address:
+        _run_on_ray(todo, rows, cfg, args, finish, ray_address, ray_num_cpus)
+    else:
+        for t in todo:
+            ri, rev, c0 = t
+            cols, record = score_part(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args)
+            finish(t, cols, record)
+    bar.close()
+
+    ck_rows = []
+    for ri, rev in enumerate(cfg.revisions):
+        rec = json.loads(rec_path[ri].read_text())
+        ck_rows.append({"revision": rev, "checkpoint_step": revision_step(rev), "model": rec["model"],
+                        "commit_sha": rec.get("commit_sha"), "weights_sha256": rec["weights_sha256"],
+                        "tensors_sha256": rec.get("tensors_sha256")})
+    seen: dict[str, str] = {}
+    for r in ck_rows:
+        r["duplicate_of"] = seen.get(r["tensors_sha256"] or r["weights_sha256"])
+        seen.setdefault(r["tensors_sha256"] or r["weights_sha256"], r["revision"])
+        if r["duplicate_of"]:
+            log.warning("%s carries the same weights as %s (pythia issues 195, 205, 206)", r["revision"], r["duplicate_of"])
+    ck_tbl = pa.Table.from_pylist(ck_rows)
+    with atomic_path(out / "checkpoints.parquet") as tmp:
+        pq.write_table(ck_tbl, tmp)
+
+    con = duckdb.connect(":memory:")
+    con.register("rows_t", rows_tbl)
+    con.register("ck_t", ck_tbl)
+    con.register("scores_t", pq.read_table([str(part_path[t]) for t in tasks]) if len(tasks) > 1
+                 else pq.read_table(str(part_path[tasks[0]])))
+    joined = con.sql(
+        "SELECT r.*, c.checkpoint_step, s.revision, c.model, c.commit_sha, c.weights_sha256, c.duplicate_of, "
+        "s.loss, s.entropy, s.accuracy, s.memorized, s.memorization_score "
+        "FROM scores_t s JOIN rows_t r USING (train_index) JOIN ck_t c USING (revision) "
+        "ORDER BY r.train_index, c.checkpoint_step"
+    ).to_arrow_table()
+    with atomic_path(out / "dataset.parquet") as tmp:
+        pq.write_table(joined, tmp)
+    tables = summarize(out / "dataset.parquet", out / "summary")
+    pngs = plot(tables, out / "plots")
+    return {
+        "out": str(out), "rows": n, "treated": int(treated.size), "control": int(control.size),
+        "revisions": len(cfg.revisions), "dataset_rows": joined.num_rows,
+        "plots": [str(p) for p in pngs], "treatment_effect": overall_effect(tables),
+        "duplicates": [(r["revision"], r["duplicate_of"]) for r in ck_rows if r["duplicate_of"]],
+    }
+
+
+def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | None) -> None:
+    """Fan the parts out as Ray tasks; results are written by the driver as they arrive."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+    started = False
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        remote = ray.remote(score_part)
+        pending = {}
+        for t in todo:
+            ri, rev, c0 = t
+            ref = remote.remote(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args)
+            pending[ref] = t
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                cols, record = ray.get(ref)
+                finish(pending.pop(ref), cols, record)
+    finally:
+        if started:
+            ray.shutdown()

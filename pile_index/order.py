@@ -368,7 +368,8 @@ def _load_checked(paths: dict[str, Path], n_docs: int, t: int, e: int, s: int, p
     for kind, path in paths.items():
         try:
             arrays[kind] = np.load(path, allow_pickle=False, mmap_mode="r")
-        except (ValueError, OSError) as err:
+        except Exception as err:  # a damaged header surfaces as ValueError, OSError, SyntaxError or TokenError
+            # (found by tests/test_fuzz_inputs.py): all mean the same thing here
             raise FormatError(f"{path}: not a readable .npy index map ({err}); delete it and run "
                               f"`{build_command(prefix, cfg)}`") from err
     shuffle_dtype = np.dtype(np.int64) if s >= np.iinfo(np.uint32).max - 1 else np.dtype(np.uint32)
@@ -391,6 +392,84 @@ def _load_checked(paths: dict[str, Path], n_docs: int, t: int, e: int, s: int, p
     return IndexMaps(arrays["doc_idx"], si, arrays["shuffle_idx"], e, t)
 
 
+@numba.njit(cache=True, nogil=True)
+def _check_maps_kernel(sizes, doc_idx, sample_idx, shuffle_idx, seen):
+    """(code, index) of the first entry that would make a look-up read out of bounds; (0, 0) if none.
+
+    1: doc_idx value not a document; 2: sample_idx position outside doc_idx or decreasing; 3: sample_idx
+    offset outside its document; 4: shuffle_idx value not a sample; 5: shuffle_idx value repeated."""
+    n = sizes.shape[0]
+    m = doc_idx.shape[0]
+    for i in range(m):
+        d = np.int64(doc_idx[i])
+        if d < 0 or d >= n:
+            return 1, i
+    prev_p = np.int64(0)
+    prev_o = np.int64(0)
+    for r in range(sample_idx.shape[0]):
+        p = np.int64(sample_idx[r, 0])
+        o = np.int64(sample_idx[r, 1])
+        if p < prev_p or p >= m or (p == prev_p and o < prev_o):
+            return 2, r
+        size = np.int64(sizes[doc_idx[p]])
+        if o < 0 or (o >= size and not (o == 0 and size == 0)):
+            return 3, r
+        prev_p = p
+        prev_o = o
+    s = shuffle_idx.shape[0]
+    for k in range(s):
+        u = np.int64(shuffle_idx[k])
+        if u < 0 or u >= s:
+            return 4, k
+        if seen[u]:
+            return 5, k
+        seen[u] = True
+    return 0, 0
+
+
+_MAP_PROBLEMS = {
+    1: ("doc_idx", "a document index below the store's {n:,} documents"),
+    2: ("sample_idx", "a doc_idx position inside doc_idx, non-decreasing"),
+    3: ("sample_idx", "a token offset inside its document"),
+    4: ("shuffle_idx", "a sample index below {s:,}"),
+    5: ("shuffle_idx", "each sample index once (a permutation)"),
+}
+
+
+def check_index_maps(maps: IndexMaps, sizes: np.ndarray, paths: dict[str, Path], prefix: str, cfg: OrderConfig) -> None:
+    """One pass over the maps so that no look-up can read out of bounds (the kernels do not bounds-check).
+
+    The result is remembered in ``X_checked.json`` beside the maps, keyed by the files' sizes and mtimes and
+    the store's sizes, so the pass runs once per set of files (about 1 s per 300M entries)."""
+    import hashlib
+    import json
+
+    from .atomic import write_bytes
+
+    marker = Path(str(paths["doc_idx"]).removesuffix("_doc_idx.npy") + "_checked.json")
+    stats = {k: [p.stat().st_size, p.stat().st_mtime_ns] for k, p in sorted(paths.items())}
+    key = {"files": stats, "sizes": hashlib.sha256(np.ascontiguousarray(sizes).tobytes()).hexdigest()}
+    try:
+        if json.loads(marker.read_text()) == key:
+            return
+    except (OSError, ValueError):
+        pass  # no marker yet, or an unreadable one: check again
+    seen = np.zeros(maps.shuffle_idx.shape[0], dtype=np.bool_)
+    code, i = _check_maps_kernel(np.asarray(sizes), maps.doc_idx, maps.sample_idx, maps.shuffle_idx, seen)
+    if code:
+        kind, want = _MAP_PROBLEMS[int(code)]
+        found = maps.sample_idx[i].tolist() if kind == "sample_idx" else int(getattr(maps, kind)[i])
+        raise FormatError(
+            f"{paths[kind]}: entry {int(i):,}: expected {want.format(n=len(sizes), s=maps.shuffle_idx.shape[0])}, "
+            f"found {found}; the file is corrupt or belongs to another store: delete the index maps and run "
+            f"`{build_command(prefix, cfg)}`"
+        )
+    try:
+        write_bytes(marker, json.dumps(key).encode())
+    except OSError:
+        pass  # read-only data folder: the check simply runs again next time
+
+
 def load_index_mappings(store_prefix: TokenStore | str | os.PathLike, cfg: OrderConfig) -> IndexMaps:
     """Memmap the three cached index maps; NotFoundError names the missing file and the command that builds it."""
     cfg.validate()
@@ -400,7 +479,9 @@ def load_index_mappings(store_prefix: TokenStore | str | os.PathLike, cfg: Order
         if not path.is_file():
             raise NotFoundError(f"{path}: the {kind} index map is missing; build it with `{build_command(prefix, cfg)}`")
     t, e, s = _expected_shapes(sizes, cfg)
-    return _load_checked(paths, int(sizes.shape[0]), t, e, s, prefix, cfg)
+    maps = _load_checked(paths, int(sizes.shape[0]), t, e, s, prefix, cfg)
+    check_index_maps(maps, sizes, paths, prefix, cfg)
+    return maps
 
 
 def build_index_mappings(store: TokenStore | str | os.PathLike, cfg: OrderConfig, progress: bool = True) -> IndexMaps:
@@ -413,7 +494,9 @@ def build_index_mappings(store: TokenStore | str | os.PathLike, cfg: OrderConfig
     n_docs = int(sizes.shape[0])
     if all(p.is_file() for p in paths.values()):
         log.info("reusing index maps %s", paths["doc_idx"].name.removesuffix("_doc_idx.npy"))
-        return _load_checked(paths, n_docs, t, e, s, prefix, cfg)
+        maps = _load_checked(paths, n_docs, t, e, s, prefix, cfg)
+        check_index_maps(maps, sizes, paths, prefix, cfg)
+        return maps
     write_index_mappings(sizes, cfg, prefix, progress=progress)
     return _load_checked(paths, n_docs, t, e, s, prefix, cfg)
 

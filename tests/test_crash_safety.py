@@ -33,8 +33,9 @@ def _outputs(folder: Path) -> dict[str, str]:
     """Final (non-temp) files under ``folder`` -> sha256 (JSON manifests name their folder: normalised)."""
     out = {}
     for p in sorted(folder.rglob("*")):
-        # the ingest report records timings and paths: it is written atomically but differs run to run
-        if p.is_file() and ".tmp-" not in p.name and not p.name.endswith(".ingest_report.json"):
+        # the ingest report (timings, paths) and the index maps' check marker (file mtimes) are written
+        # atomically but differ run to run by design
+        if p.is_file() and ".tmp-" not in p.name and not p.name.endswith((".ingest_report.json", "_checked.json")):
             data = p.read_bytes()
             if p.suffix == ".json":
                 data = data.replace(str(folder).encode(), b"<DIR>")

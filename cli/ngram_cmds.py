@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
                    help=f"most tokens per shard (peak RAM while building is ~22 bytes/token: 5.8 GB for the default {DEFAULT_SHARD_TOKENS:,}; fewer, larger shards answer faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", metavar="local|auto|ADDRESS", help="build the shards as Ray tasks ('local' starts Ray here)")
+    p.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray instance")
     add_json_flag(p)
     p.set_defaults(func=cmd_build)
 
@@ -111,7 +113,8 @@ def _query(args: argparse.Namespace, store: TokenStore) -> np.ndarray:
 
 def cmd_build(args: argparse.Namespace) -> int:
     store = TokenStore(args.prefix)
-    folder = build_index(store, shard_tokens=args.shard_tokens, progress=not (args.no_progress or args.json))
+    folder = build_index(store, shard_tokens=args.shard_tokens, progress=not (args.no_progress or args.json),
+                         ray_address=args.ray, ray_num_cpus=args.ray_cpus)
     idx = NgramIndex(store, folder)
     size = idx.disk_bytes()
     n = max(store.n_tokens, 1)

@@ -316,7 +316,8 @@ def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | Non
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
     try:
-        remote = ray.remote(score_part)
+        # One GPU per task when scoring on CUDA (Ray places tasks on the nodes that have them), else one CPU.
+        remote = ray.remote(num_gpus=1 if cfg.device == "cuda" else 0)(score_part)
         pending = {}
         for t in todo:
             ri, rev, c0 = t

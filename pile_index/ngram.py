@@ -457,21 +457,23 @@ def build_index(
     out_dir: str | os.PathLike | None = None,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     progress: bool = False,
+    ray_address: str | None = None,
+    ray_num_cpus: int | None = None,
 ) -> Path:
     """Build (or resume building) the n-gram index of ``store``; return its folder.
 
     Shards already built for the same store fingerprint and plan are kept; the manifest is written last.
+    With ``ray_address`` ("local", "auto" or a cluster address) the missing shards are built as Ray tasks
+    (each worker opens the store by its prefixes, so the store must be on a filesystem every worker sees);
+    the files are the same bytes as a single-process build.
     """
     folder = Path(out_dir) if out_dir is not None else index_dir(store.prefix)
     folder.mkdir(parents=True, exist_ok=True)
     fp = store.fingerprint()
     shards = plan_shards(store, shard_tokens)
-    iterator: Any = enumerate(shards)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, total=len(shards), desc="ngram shards", unit="shard")
-    for i, spec in iterator:
+    iterator: Any
+    todo = []
+    for i, spec in enumerate(shards):
         marker = folder / f"shard-{i:05}.json"
         want = {"store_fingerprint": fp, "format_version": FORMAT_VERSION, **spec.as_dict(),
                 "tokens_digest": tokens_digest(_shard_tokens(store, spec))}
@@ -481,11 +483,22 @@ def build_index(
                     continue
             except ValueError:
                 pass  # an unreadable marker: rebuild the shard
-        t0 = time.perf_counter()
-        build_shard(store, spec, folder / f"shard-{i:05}.sa")
-        write_bytes(marker, json.dumps(want, indent=1).encode())
-        log.info("ngram shard %d/%d: %s tokens in %.1f s", i + 1, len(shards), f"{spec.n_tokens:,}",
-                 time.perf_counter() - t0)
+        todo.append((i, spec, marker, want))
+    if ray_address:
+        _build_shards_on_ray(store, todo, folder, len(shards), ray_address, ray_num_cpus)
+    else:
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(todo, desc="ngram shards", unit="shard")
+        else:
+            iterator = todo
+        for i, spec, marker, want in iterator:
+            t0 = time.perf_counter()
+            build_shard(store, spec, folder / f"shard-{i:05}.sa")
+            write_bytes(marker, json.dumps(want, indent=1).encode())
+            log.info("ngram shard %d/%d: %s tokens in %.1f s", i + 1, len(shards), f"{spec.n_tokens:,}",
+                     time.perf_counter() - t0)
     manifest = {
         "format_version": FORMAT_VERSION,
         "store_fingerprint": fp,
@@ -498,6 +511,39 @@ def build_index(
     }
     write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
     return folder
+
+
+def _build_shard_task(prefixes: list[str], spec: ShardSpec, path: str) -> None:
+    build_shard(TokenStore(prefixes), spec, Path(path))
+
+
+def _build_shards_on_ray(store: TokenStore, todo: list, folder: Path, n_shards: int, address: str,
+                         num_cpus: int | None) -> None:
+    """Build the missing shards as Ray tasks; the driver writes each shard's marker when its task ends."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+    started = not ray.is_initialized()
+    if started:
+        if address == "local":
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(_build_shard_task)
+        pending = {remote.remote(store.prefixes, spec, str(folder / f"shard-{i:05}.sa")): (i, spec, marker, want)
+                   for i, spec, marker, want in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                ray.get(ref)  # re-raises a worker's error here
+                i, spec, marker, want = pending.pop(ref)
+                write_bytes(marker, json.dumps(want, indent=1).encode())
+                log.info("ngram shard %d/%d (ray): %s tokens", i + 1, n_shards, f"{spec.n_tokens:,}")
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # ----------------------------------------------------------------------------------------------------------

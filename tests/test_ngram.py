@@ -287,3 +287,22 @@ def test_cli_build_count_locate(tmp_path, capsys):
     assert got == brute(docs, [3, 4]) and last["next_offset"] is None
     assert cli_main(["ngram", "count", prefix, "--text", "hi", "--json"]) == 2  # no tokenizer: one-line error
     assert "tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_shard_build_gives_the_same_files(tmp_path):
+    pytest.importorskip("ray")
+    rng = np.random.default_rng(4)
+    docs = [rng.integers(0, 50, size=int(rng.integers(0, 300))).astype(np.uint16) for _ in range(60)]
+    write_indexed(tmp_path / "s", docs, np.uint16)
+    store = TokenStore(str(tmp_path / "s"))
+    single = build_index(store, tmp_path / "single", shard_tokens=2000)
+    on_ray = build_index(store, tmp_path / "ray", shard_tokens=2000, ray_address="local", ray_num_cpus=2)
+    names = sorted(p.name for p in single.iterdir())
+    assert len([n for n in names if n.endswith(".sa")]) >= 3
+    assert names == sorted(p.name for p in on_ray.iterdir())
+    for n in names:
+        if n != "manifest.json":
+            assert (single / n).read_bytes() == (on_ray / n).read_bytes(), n
+    idx = NgramIndex(store, on_ray)
+    assert idx.count([int(docs[5][0])]) == NgramIndex(store, single).count([int(docs[5][0])])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
 from pydantic import BaseModel
 
 
@@ -17,3 +18,11 @@ class DocumentMeta(BaseModel):
     n_tokens: int | None = None
     n_bytes: int | None = None
     token_hash: str | None = None
+
+
+def model_json(model: type[BaseModel], data: dict[str, Any]) -> Response:
+    """Validate ``data`` against ``model`` and serialise it in pydantic's Rust encoder.
+
+    For large token lists: FastAPI's default path re-encodes through ``json.dumps``, which measured ~300 us
+    for one 2,049-token row against ~125 us for validation plus ``model_dump_json``."""
+    return Response(content=model.model_validate(data).model_dump_json(), media_type="application/json")

@@ -17,7 +17,7 @@ from pile_index.errors import ConfigError, LimitError
 from pile_index.provenance import TrainingOrder, describe_sample
 
 from ..params import MAX_INT, Id
-from ..schemas import DocumentMeta
+from ..schemas import DocumentMeta, model_json
 
 
 router = APIRouter(prefix="/v1", tags=["training order"])
@@ -68,12 +68,12 @@ class DocSteps(BaseModel):
 
 @router.get("/samples/{step}/{slot}", response_model=Sample, summary="One training row: tokens, source spans, text")
 def get_sample(request: Request, step: Id, slot: Id,
-               text: bool = Query(True, description="decode the row when the service has a tokenizer")) -> Sample:
+               text: bool = Query(True, description="decode the row when the service has a tokenizer")):
     pi = request.app.state.pi
     order = pi.order
     rec = describe_sample(order, step, slot, tokenizer=pi.tokenizer if text else None,
                           documents=None if order.preshuffled else pi.documents)
-    return rec  # validated and serialised once, by the response model
+    return model_json(Sample, rec)
 
 
 @router.get("/batches/{step}", response_model=Batch,
@@ -95,8 +95,8 @@ def get_batch(request: Request, step: Id,
         buf = io.BytesIO()
         np.save(buf, rows, allow_pickle=False)
         return Response(content=buf.getvalue(), media_type="application/x-npy")
-    return Batch(step=step, to_step=to_step, first_sample_index=order.sample_index(step, 0), rows=int(rows.shape[0]),
-                 seq_length=order.seq_length, tokens=rows.tolist())
+    return model_json(Batch, dict(step=step, to_step=to_step, first_sample_index=order.sample_index(step, 0),
+                                  rows=int(rows.shape[0]), seq_length=order.seq_length, tokens=rows.tolist()))
 
 
 @router.get("/documents/{doc_id}/steps", response_model=DocSteps,

@@ -121,11 +121,13 @@ def compression_of(path: str | os.PathLike) -> str:
     raise ConfigError(f"input {name}: unknown kind; expected a .jsonl, .jsonl.zst or .jsonl.gz file")
 
 
-def _zst_chunks(f, chunk_bytes: int) -> Iterator[bytes]:
-    """Decompressed chunks of a (possibly multi-frame) zstd file; StreamError on truncation or corruption."""
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    fed = False  # the current frame has been given input
+def _decompressed_chunks(f, chunk_bytes: int, new_decompressor, error: type[Exception], name: str,
+                         unit: str) -> Iterator[bytes]:
+    """Decompressed chunks of a stream of concatenated frames (zstd) or members (gzip), as far as it is
+    intact: everything before the damage is handed out, then StreamError says what broke. (``GzipFile.read``
+    and zstd's ``stream_reader`` would drop the last output or treat a truncation as the end of the file.)"""
+    dobj = new_decompressor()
+    fed = False  # the current frame / member has been given input
     while True:
         data = f.read(chunk_bytes)
         if not data:
@@ -133,49 +135,28 @@ def _zst_chunks(f, chunk_bytes: int) -> Iterator[bytes]:
         while data:
             try:
                 out = dobj.decompress(data)
-            except zstandard.ZstdError as e:
-                raise StreamError(Reason.CORRUPT_STREAM, f"zstd: {e}") from e
+            except error as e:
+                raise StreamError(Reason.CORRUPT_STREAM, f"{name}: {e}") from e
             fed = True
             if out:
                 yield out
             if dobj.eof:
                 data = dobj.unused_data
-                dobj = dctx.decompressobj()
+                dobj = new_decompressor()
                 fed = False
             else:
                 data = b""
     if fed:
-        raise StreamError(Reason.TRUNCATED_STREAM, "zstd: the stream ends inside a frame; the file is truncated")
+        raise StreamError(Reason.TRUNCATED_STREAM, f"{name}: the stream ends inside a {unit}; the file is truncated")
+
+
+def _zst_chunks(f, chunk_bytes: int) -> Iterator[bytes]:
+    dctx = zstandard.ZstdDecompressor()
+    return _decompressed_chunks(f, chunk_bytes, dctx.decompressobj, zstandard.ZstdError, "zstd", "frame")
 
 
 def _gz_chunks(f, chunk_bytes: int) -> Iterator[bytes]:
-    """Decompressed chunks of a (possibly multi-member) gzip file, as far as it is intact.
-
-    zlib's decompressobj hands out everything before the damage (``gzip.GzipFile.read`` drops the
-    output of the read that hits a truncated end).
-    """
-    dobj = zlib.decompressobj(wbits=31)
-    fed = False
-    while True:
-        data = f.read(chunk_bytes)
-        if not data:
-            break
-        while data:
-            try:
-                out = dobj.decompress(data)
-            except zlib.error as e:
-                raise StreamError(Reason.CORRUPT_STREAM, f"gzip: {e}") from e
-            fed = True
-            if out:
-                yield out
-            if dobj.eof:
-                data = dobj.unused_data
-                dobj = zlib.decompressobj(wbits=31)
-                fed = False
-            else:
-                data = b""
-    if fed:
-        raise StreamError(Reason.TRUNCATED_STREAM, "gzip: the stream ends inside a member; the file is truncated")
+    return _decompressed_chunks(f, chunk_bytes, lambda: zlib.decompressobj(wbits=31), zlib.error, "gzip", "member")
 
 
 def _plain_chunks(f, chunk_bytes: int) -> Iterator[bytes]:

@@ -17,3 +17,14 @@ def real_tokenizer_path() -> Path:
     if not REAL_TOKENIZER.is_file():
         pytest.skip(f"the real GPT-NeoX-20B tokenizer is not at {REAL_TOKENIZER}; set PILE_INDEX_TOKENIZER")
     return REAL_TOKENIZER
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: torch's thread pool costs more than it gives (10-40x slower on a busy 2-core box)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,13 +21,7 @@ from pile_index.scorer.metrics import (KVCache, greedy_decode, memorization_scor
 VOCAB = 61
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: torch's thread pool costs more than it gives (10-40x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ours_from(hf) -> GPTNeoX:

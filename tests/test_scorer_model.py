@@ -29,13 +29,7 @@ from pile_index.scorer.model import PYTHIA_SHAPES, pythia_shape  # noqa: E402
 HEADS = {32: 4, 64: 2, 80: 2, 128: 2, 256: 1}  # head_dim -> heads: widths 128..256 keep the models tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: torch's thread pool costs more than it gives (10-40x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_hf_model(head_dim: int = 32, n_heads: int = 2, n_layers: int = 2, vocab: int = 101, parallel: bool = True,

@@ -23,13 +23,7 @@ VOCAB = 101
 L = 64  # seq_length: rows of 65 tokens, enough for the 32 + 32 memorization window
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: torch's thread pool costs more than it gives (10-40x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -325,6 +325,16 @@ class _OrderBase:
         """Rows counted as trained: train_steps x batch_size."""
         return self.train_steps * self.batch_size
 
+    def _set_train_steps(self, cfg: OrderConfig, default: int, what: str) -> None:
+        """``cfg.train_steps``, or ``default``; refuse more trained rows than the order has samples."""
+        self.train_steps = default if cfg.train_steps is None else cfg.train_steps
+        if self.trained_samples > self.num_samples:
+            raise ConfigError(
+                f"train_steps {self.train_steps:,} x batch_size {cfg.batch_size:,} = {self.trained_samples:,} rows, "
+                f"but the order has {self.num_samples:,} {what}; pass --train-steps <= "
+                f"{self.num_samples // cfg.batch_size:,}"
+            )
+
     def sample_index(self, step: int, slot: int) -> int:
         """Global sample index of (step, slot): step * batch_size + slot, range-checked."""
         return _check_step_slot(step, slot, self.batch_size, self.num_samples)
@@ -369,16 +379,8 @@ class TrainingOrder(_OrderBase):
         self.num_samples = maps.usable_samples
         self.epochs = maps.epochs
         self.n_docs = len(store)
-        if cfg.train_steps is None:
-            self.train_steps = min(cfg.num_samples, self.num_samples) // cfg.batch_size
-        else:
-            self.train_steps = cfg.train_steps
-            if self.trained_samples > self.num_samples:
-                raise ConfigError(
-                    f"train_steps {cfg.train_steps:,} x batch_size {cfg.batch_size:,} = {self.trained_samples:,} rows, "
-                    f"but the order has {self.num_samples:,} usable samples (GPT2Dataset.__len__; GPT-NeoX wraps "
-                    f"larger indices modulo it); pass --train-steps <= {self.num_samples // cfg.batch_size:,}"
-                )
+        self._set_train_steps(cfg, min(cfg.num_samples, self.num_samples) // cfg.batch_size,
+                              "usable samples (GPT2Dataset.__len__; GPT-NeoX wraps larger indices modulo it)")
         # Plain ndarray views of the memmaps: numba dispatches on them without the subclass slow path.
         self._doc_idx = np.asarray(maps.doc_idx)
         self._sample_idx = np.asarray(maps.sample_idx)
@@ -589,16 +591,7 @@ class PreshuffledOrder(_OrderBase):
                     f"{store.prefix}: item {k:,} has {int(sizes[k]):,} tokens; a preshuffled store for seq_length "
                     f"{cfg.seq_length:,} has {width:,} per item. Check --seq-length or drop --preshuffled"
                 )
-        if cfg.train_steps is None:
-            self.train_steps = self.num_samples // cfg.batch_size
-        else:
-            self.train_steps = cfg.train_steps
-            if self.trained_samples > self.num_samples:
-                raise ConfigError(
-                    f"train_steps {cfg.train_steps:,} x batch_size {cfg.batch_size:,} = {self.trained_samples:,} rows, "
-                    f"but the preshuffled store has {self.num_samples:,}; pass --train-steps <= "
-                    f"{self.num_samples // cfg.batch_size:,}"
-                )
+        self._set_train_steps(cfg, self.num_samples // cfg.batch_size, "rows in the preshuffled store")
 
     def rows(self, sample_indices: np.ndarray) -> np.ndarray:
         ks = _check_samples(sample_indices, self.num_samples)

@@ -51,7 +51,20 @@ def _app():
     return app
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
+APP = _app()
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_app_state():
+    """Drop the module-level app's DuckDB state when the module is done (else DuckDB's bindings report the
+    objects still alive at interpreter exit as leaks)."""
+    yield
+    pi = APP.state.pi
+    if pi.documents is not None:
+        pi.documents._con.close()
+    pi.cache.clear()
+    APP.state.pi = None
 
 
 @schema.parametrize()

@@ -282,8 +282,7 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     con = duckdb.connect(":memory:")
     con.register("rows_t", rows_tbl)
     con.register("ck_t", ck_tbl)
-    con.register("scores_t", pq.read_table([str(part_path[t]) for t in tasks]) if len(tasks) > 1
-                 else pq.read_table(str(part_path[tasks[0]])))
+    con.register("scores_t", pa.concat_tables(pq.read_table(part_path[t]) for t in tasks))
     joined = con.sql(
         "SELECT r.*, c.checkpoint_step, s.revision, c.model, c.commit_sha, c.weights_sha256, c.duplicate_of, "
         "s.loss, s.entropy, s.accuracy, s.memorized, s.memorization_score "

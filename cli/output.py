@@ -10,7 +10,7 @@ import numpy as np
 
 
 def to_jsonable(obj: Any) -> Any:
-    """numpy scalars and arrays to plain Python, recursively (STYLE: convert at the edges)."""
+    """numpy scalars and arrays to plain Python, recursively (at the output edge: json cannot encode numpy types)."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -7,7 +7,7 @@ index != line number. The selection and order depend only on the Python version,
 
 ``train_demo_tokenizer`` trains a GPT-NeoX-style byte-level BPE on those files in a few seconds: NFC
 normalizer, ByteLevel pre-tokenizer without prefix space, ByteLevel decoder, ``<|endoftext|>`` = 0 and
-``<|padding|>`` = 1, as in the GPT-NeoX-20B tokenizer (``shared/FACTS.md`` section 4). Pass a real tokenizer
+``<|padding|>`` = 1, as in the GPT-NeoX-20B tokenizer (docs/FORMATS.md, tokenizer section). Pass a real tokenizer
 to ingest instead when you have one.
 """
 

@@ -2,7 +2,7 @@
 
 Every error a user can cause is a ``PileIndexError``; the subclass says which kind, so the CLI can print
 it and the API can map it to a status code in one place. Messages name the bad value, what was expected
-and the fix (STYLE.md, "Errors").
+and the fix, so one line is enough to act on.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The GPT-NeoX indexed dataset: ``PREFIX.bin`` + ``PREFIX.idx`` ("MMIDIDX"), read and written exactly.
 
 Reference: EleutherAI/gpt-neox v1.0, ``megatron/data/indexed_dataset.py`` (``MMapIndexedDataset`` and
-``MMapIndexedDatasetBuilder``); layout in ``shared/FACTS.md`` section 1. Upstream names are kept:
+``MMapIndexedDatasetBuilder``); layout in ``docs/FORMATS.md``. Upstream names are kept:
 ``sizes``, ``pointers``, ``doc_idx``, dtype codes.
 
 ``.idx`` layout, little-endian, no padding::

@@ -1,6 +1,6 @@
 """The n-gram index: exact count and locate of any token sequence in a token store, by suffix array.
 
-Semantics (``shared/FACTS.md`` section 7): occurrences are counted *within items* — an n-gram spanning two
+Semantics (``docs/ORDER.md``, "n-grams"): occurrences are counted *within items* — an n-gram spanning two
 items never counts, because adjacent items were never adjacent in training — and overlapping occurrences
 count, as in tokengrams and infini-gram.
 

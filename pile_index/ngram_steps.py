@@ -1,6 +1,6 @@
 """When did training see an n-gram? Occurrences -> documents -> training rows -> (step, slot).
 
-``shared/FACTS.md`` section 7: an occurrence is *seen in one context* when the whole n-gram lies inside
+``docs/ORDER.md``, "n-grams": an occurrence is *seen in one context* when the whole n-gram lies inside
 one trained row. Per occurrence (doc_id, offset, length m) and per row holding tokens [doc_start, doc_end)
 of that document (``order.doc_rows``; rows of L+1 tokens overlap their neighbour by one token):
 

@@ -2,7 +2,7 @@
 
 Reference: EleutherAI/gpt-neox v1.0, ``megatron/data/gpt2_dataset.py`` (``_build_index_mappings``,
 ``_num_epochs``, ``_build_doc_idx``, ``_build_shuffle_idx``) and ``megatron/data/helpers.cpp``
-(``build_sample_idx``); summary in ``shared/FACTS.md`` section 2. Upstream names are kept.
+(``build_sample_idx``); written out in ``docs/ORDER.md``. Upstream names are kept.
 
 Algorithm, for N items with ``sizes`` and sequence length L:
 

@@ -1,7 +1,7 @@
 """Provenance over a training order: (step, slot) -> tokens and source documents, and document -> steps.
 
 Reference: EleutherAI/gpt-neox v1.0 ``megatron/data/gpt2_dataset.py`` (``GPT2Dataset.__getitem__``) and
-``megatron/data/blendable_dataset.py``; ``shared/FACTS.md`` sections 2-3.
+``megatron/data/blendable_dataset.py``; ``docs/ORDER.md`` and ``docs/FORMATS.md`` (preshuffled files).
 
 Which sample indices exist. ``GPT2Dataset.__len__`` = min(len(shuffle_idx) - 1, len(sample_idx) - 1) = S - 1,
 and the ``BlendableDataset`` GPT-NeoX wraps around it (name ``train_0``) has that size too, so the sampler

@@ -1,6 +1,6 @@
 """Read-only SQL over a store's tables with DuckDB: documents, spans, occurrences, scores and ready views.
 
-Safety (datasette's model, STYLE.md "DuckDB and the API"): every query gets a fresh in-memory connection
+Safety (datasette's model: read-only and bounded in rows and time): every query gets a fresh in-memory connection
 that can only read the files it was given. The SQL must be one statement whose parse type is SELECT and
 whose first keyword is SELECT or WITH (so no INSERT/CREATE/COPY/ATTACH/PRAGMA/SET/INSTALL/LOAD/EXPLAIN);
 then, after the exposed Parquet files are registered as views, DuckDB itself is locked down:

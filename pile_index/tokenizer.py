@@ -1,6 +1,6 @@
 """Loading the tokenizer: a ``tokenizer.json`` path, or a Hugging Face hub id when online.
 
-Pythia uses the GPT-NeoX-20B BPE (``shared/FACTS.md`` section 4): ``<|endoftext|>`` = 0 (EOD),
+Pythia uses the GPT-NeoX-20B BPE (``docs/FORMATS.md``, "Tokens and the tokenizer"): ``<|endoftext|>`` = 0 (EOD),
 ``<|padding|>`` = 1. The product never requires that file: any ``tokenizers`` JSON works.
 """
 

@@ -101,7 +101,7 @@ def reference_ingest(inputs: list[Path], tok: Tokenizer, append_eod: bool) -> li
 
 
 def reference_idx_bytes(docs: list[np.ndarray]) -> bytes:
-    """The .idx GPT-NeoX's builder writes for one item per document, uint16 (FACTS.md section 1)."""
+    """The .idx GPT-NeoX's builder writes for one item per document, uint16 (docs/FORMATS.md, ".idx")."""
     sizes = np.array([d.size for d in docs], dtype=np.int32)
     pointers = np.concatenate([[0], np.cumsum(sizes[:-1].astype(np.int64) * 2)]).astype(np.int64)
     doc_idx = np.arange(len(docs) + 1, dtype=np.int64)

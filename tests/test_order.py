@@ -1,7 +1,7 @@
 """The GPT-NeoX v1.0 index maps: numba kernels vs independent plain references written here.
 
 References follow GPT-NeoX v1.0 ``megatron/data/gpt2_dataset.py`` and ``helpers.cpp`` semantics, written from
-``shared/FACTS.md`` section 2: the epoch loop, ``RandomState.shuffle`` itself, the helper's token-consuming
+``docs/ORDER.md`` ("The algorithm"): the epoch loop, ``RandomState.shuffle`` itself, the helper's token-consuming
 loop (pure Python) and a vectorised searchsorted formulation (plain numpy).
 """
 

@@ -1,6 +1,6 @@
 """Per-token and per-row metrics of training rows under a GPT-NeoX model, without full logits in memory.
 
-A row is seq_length + 1 tokens: inputs ``row[:-1]``, labels ``row[1:]`` (no BOS; FACTS.md section 2).
+A row is seq_length + 1 tokens: inputs ``row[:-1]``, labels ``row[1:]`` (no BOS; docs/ORDER.md, "Rows").
 Per token t (predicting ``row[t+1]``):
 
 - ``nll``   = logsumexp(logits_t) - logits_t[label]  (natural log);
@@ -13,7 +13,7 @@ Per token t (predicting ``row[t+1]``):
 - ``entropy`` of the predictive distribution, over the same full row (nats).
 
 Per row: ``loss`` = mean nll, ``entropy`` = mean entropy, ``accuracy`` = share of tokens with rank 0.
-Memorization (Biderman et al. 2023, "Emergent and Predictable Memorization", k = 32; FACTS.md section 6):
+Memorization (Biderman et al. 2023, "Emergent and Predictable Memorization", k = 32):
 ``memorized`` = argmax(logits[31:63]) == row[32:64] at all 32 positions, from the same forward pass (exact
 32-extractability under greedy decoding); ``memorization_score`` = share of the 32 greedy-decoded tokens after
 the 32-token prefix that equal row[32:64], position by position, decoded with a KV cache. ``ban_token``

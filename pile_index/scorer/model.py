@@ -2,7 +2,7 @@
 
 nanoGPT-style: one config dataclass, modules named exactly as the Hugging Face state dict names them
 (``gpt_neox.layers.N.attention.query_key_value.weight``, ``embed_out.weight``), so loading is a key-for-key
-copy. Architecture facts (FACTS.md section 5; upstream: EleutherAI/gpt-neox ``megatron/model``, and the
+copy. Architecture facts (upstream: EleutherAI/gpt-neox ``megatron/model``, and the
 GPT-NeoX model of Hugging Face transformers, which our tests use as the reference):
 
 - parallel residual ``x = x + attn(ln1(x)) + mlp(ln2(x))`` (``use_parallel_residual=False``: sequential);

@@ -92,7 +92,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
     """The compute dtype, decided here only. CPU: fp32 (exact comparisons with transformers; CPU bf16
     matmuls are emulated on most x86 parts). CUDA: bf16, which keeps fp32's range (fp16 attention scores
-    and residuals overflow on small Pythia models, FACTS.md section 5); fp16 only where bf16 is missing."""
+    and residuals overflow on small Pythia models, giving NaN losses); fp16 only where bf16 is missing."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is not None:

@@ -20,16 +20,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest",
         help="tokenize Pile-style .jsonl/.jsonl.zst/.jsonl.gz into PREFIX.bin/.idx + PREFIX.documents.parquet",
-        description="Stream the inputs in the order given, tokenize as GPT-NeoX's preprocess_data does "
-        "(empty texts skipped, one item per document), and write the store, its document table, "
-        "PREFIX.tokenizer.json and PREFIX.ingest_report.json, all atomically.",
+        description="Stream the inputs in the order given (a folder: its .jsonl, .jsonl.zst and .jsonl.gz files "
+        "sorted by name), tokenize as GPT-NeoX's preprocess_data does (empty texts skipped, one item per "
+        "document), and write the store, its document table, PREFIX.tokenizer.json (a byte copy of --tokenizer) "
+        "and PREFIX.ingest_report.json, all atomically. 0 documents is an error unless --allow-empty.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".jsonl, .jsonl.zst or .jsonl.gz files, in order")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help=".jsonl, .jsonl.zst or .jsonl.gz files, or folders of them, in order")
     p.add_argument("--tokenizer", required=True, help="tokenizer.json path or Hugging Face hub id")
     p.add_argument("--out", required=True, metavar="PREFIX", help="output prefix (writes PREFIX.bin, PREFIX.idx, ...)")
     p.add_argument("--append-eod", action="store_true", help="append <|endoftext|> to every document (GPT-NeoX --append-eod)")
     p.add_argument("--text-key", default="text", help="JSON key of the text (default: text)")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of counting it")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="write a store of 0 documents instead of exiting 2 when no line gives a document")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_flag(p)
     p.set_defaults(func=cmd_ingest)
@@ -41,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "join",
         help="concatenate {BASE}-00000-of-000NN.bin ... into PREFIX.bin (and copy BASE.idx)",
         description="BASE is the shard name without -00000-of-000NN.bin (or the path of any shard). "
-        "Checks that shards 0..NN are all there and sized as a plain byte split; copies BASE.idx "
+        "Checks that shards 0..NN are all there and sized as a plain byte split (a final 0-byte shard, as "
+        "pythia's shard_memmap.py writes for an exact multiple, is accepted); copies BASE.idx "
         "(Pythia ships the .idx whole) to PREFIX.idx and checks the pair reads as a store.",
     )
     q.add_argument("base", help="shard base path, e.g. data/pile_0.87_deduped_text_document")
@@ -50,19 +55,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(q)
     q.set_defaults(func=cmd_join)
 
-    q = ss.add_parser("split", help="split PREFIX.bin into {PREFIX}-00000-of-000NN.bin shards of --size bytes")
+    q = ss.add_parser("split", help="split PREFIX.bin into {PREFIX}-00000-of-000NN.bin shards of --size bytes",
+                      description="Writes bytes // size + 1 shards, as pythia's shard_memmap.py does (an exact "
+                      "multiple of --size ends in a 0-byte shard), and copies PREFIX.idx beside them.")
     q.add_argument("prefix", help="PREFIX of PREFIX.bin")
     q.add_argument("--size", required=True, type=int, help="bytes per shard (Pythia's idxmaps: 5000000000)")
     q.add_argument("--out-dir", help="folder for the shards (default: beside PREFIX.bin)")
-    q.add_argument("--hashes", help="also write 'sha256  filename' lines for the shards to this file")
+    q.add_argument("--hashes", help="also write 'filename sha256' lines (the order of Pythia's shard_hashes.txt "
+                   "and checksum_shards.py) for the shards and the .idx to this file")
     q.add_argument("--no-progress", action="store_true")
     add_json_flag(q)
     q.set_defaults(func=cmd_split)
 
-    q = ss.add_parser("verify", help="check files in DIR against 'sha256  filename' lines; exit 1 on any mismatch")
+    q = ss.add_parser("verify", help="check files in DIR against 'filename sha256' lines; exit 1 on any mismatch")
     q.add_argument("dir", help="folder holding the files")
-    q.add_argument("--hashes", required=True, help="file of 'sha256  filename' lines (sha256sum format; "
-                   "Pythia's 'filename sha256' order is accepted too)")
+    q.add_argument("--hashes", required=True, help="file of 'filename sha256' lines (Pythia's shard_hashes.txt; "
+                   "sha256sum's 'sha256  filename' order is read too)")
     q.add_argument("--no-progress", action="store_true")
     add_json_flag(q)
     q.set_defaults(func=cmd_verify)
@@ -71,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = IngestConfig(
         inputs=list(args.inputs), out=args.out, tokenizer=args.tokenizer, append_eod=args.append_eod,
-        text_key=args.text_key, strict=args.strict, progress=not (args.no_progress or args.json),
+        text_key=args.text_key, strict=args.strict, allow_empty=args.allow_empty,
+        progress=not (args.no_progress or args.json),
     )
     res = ingest(cfg)
     rep = res.report
@@ -86,6 +95,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         "tokens_per_s": round(res.tokens / max(res.elapsed_s, 1e-9)),
         "report": str(res.report_path),
     }
+    if rep["folders"]:
+        summary["files_read"] = [f["file"] for f in rep["inputs"]]
     emit(summary, args.json)
     if not args.json and rep["problems"]["total"]:
         lines = rep["problems"]["lines"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest.attach import MIN_MATCH_FRACTION
 from pile_index.documents import documents_for, tokenizer_for
 from pile_index.errors import ConfigError, LimitError, QueryError
 from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, query_tokens
@@ -95,10 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "from its raw jsonl(.zst) inputs")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
     p.add_argument("--from", dest="inputs", nargs="+", required=True, metavar="INPUT",
-                   help=".jsonl, .jsonl.zst or .jsonl.gz files")
+                   help=".jsonl, .jsonl.zst or .jsonl.gz files, or folders of them (sorted by name)")
     p.add_argument("--tokenizer", required=True, help="the tokenizer the store was made with (path or hub id)")
     p.add_argument("--append-eod", action="store_true", help="the store's items end with <|endoftext|>")
     p.add_argument("--text-key", default="text", help="JSON key of the text (default: text)")
+    p.add_argument("--min-match-fraction", type=float, default=MIN_MATCH_FRACTION,
+                   help="write nothing and exit 2 unless this fraction of the smaller side (items or lines) "
+                   f"matched (default: {MIN_MATCH_FRACTION})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_flag(p)
     p.set_defaults(func=cmd_attach)
@@ -217,8 +221,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     report = attach(AttachConfig(prefixes=args.prefix, inputs=args.inputs, tokenizer=args.tokenizer,
                                  append_eod=args.append_eod, text_key=args.text_key,
+                                 min_match_fraction=args.min_match_fraction,
                                  progress=not (args.no_progress or args.json)))
-    keys = ("documents_table", "items", "lines", "matched", "unmatched_items", "unmatched_lines",
+    keys = ("documents_table", "items", "lines", "matched", "match_fraction", "unmatched_items", "unmatched_lines",
             "hash_collisions_rejected", "duplicates", "empty_skipped")
     out = report if args.json else {k: report[k] for k in keys}
     if args.json:

@@ -14,10 +14,16 @@ number of identical items are reported as unmatched surplus duplicates.
 
 Outputs (atomic): ``PREFIX.documents.parquet`` (one row per item, ``DOCUMENT_SCHEMA``; unmatched items
 keep ``n_tokens`` and ``token_hash`` with null source columns) and ``PREFIX.attach_report.json``.
+
+attach never replaces a table with a worse one. Below ``min_match_fraction`` of the smaller side (items or
+lines) matched, or when an existing table gives a source to more items than this run matched, it writes
+nothing and raises ``AttachRefusedError`` with the cause it can read from the data (the store's items end
+in ``<|endoftext|>`` and the lines were tokenized without it, or the converse: the ``append_eod`` option).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,15 +45,16 @@ from pile_index.docstore import DOCUMENT_SCHEMA
 from pile_index.errors import ConfigError
 from pile_index.indexed import IndexedDatasetWriter
 from pile_index.store import TokenStore
-from pile_index.tokenizer import eod_id, load_tokenizer, tokenizer_fingerprint
+from pile_index.tokenizer import EOD_TOKEN, TokenizerFile, eod_id, read_tokenizer
 
 from .pipeline import _encode_batch, token_hashes
-from .readers import LineReader, ParsedLine, ProblemLog, StreamError, parse_block
+from .readers import LineReader, ParsedLine, ProblemLog, StreamError, expand_inputs, parse_block
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 1000  # unmatched lines / items listed in the report; all are counted
 CONFIRM_TOKENS = 1 << 24  # tokens compared per confirmation chunk
+MIN_MATCH_FRACTION = 0.5  # default of AttachConfig.min_match_fraction
 DUPLICATE_RULE = ("the k-th identical line in input order (files as given, then line number) is attached to "
                   "the k-th identical item in store order (doc_id); identical = same token_hash and n_tokens, "
                   "confirmed token for token")
@@ -60,7 +67,7 @@ class AttachConfig:
     prefixes: list[str]
     """The store (one or more PREFIX of PREFIX.bin/.idx); the table goes to the first PREFIX."""
     inputs: list[str]
-    """Raw .jsonl / .jsonl.zst / .jsonl.gz files, in order."""
+    """Raw .jsonl / .jsonl.zst / .jsonl.gz files or folders of them (sorted by name), in order."""
     tokenizer: str
     """tokenizer.json path or hub id: the one the store was made with."""
     append_eod: bool = False
@@ -69,14 +76,29 @@ class AttachConfig:
     """JSON key of the text."""
     batch_docs: int = 4096
     """Lines per tokenizer batch."""
+    min_match_fraction: float = MIN_MATCH_FRACTION
+    """Write the table only if at least this fraction of the smaller side (items or lines) matched (0..1)."""
     progress: bool = True
     """Show a progress bar on stderr."""
 
     def validate(self) -> None:
         if not self.inputs:
-            raise ConfigError("inputs: expected at least one --from .jsonl/.jsonl.zst/.jsonl.gz file, found none")
+            raise ConfigError("inputs: expected at least one --from .jsonl/.jsonl.zst/.jsonl.gz file or folder, "
+                              "found none")
         if self.batch_docs < 1:
             raise ConfigError(f"batch_docs: expected >= 1, found {self.batch_docs}")
+        if not 0.0 <= self.min_match_fraction <= 1.0:
+            raise ConfigError(f"min_match_fraction: expected a fraction in 0..1, found {self.min_match_fraction}")
+
+
+class AttachRefusedError(ConfigError):
+    """attach matched too little to write a table, or less than the table already there; nothing was written.
+
+    ``report`` is the report the run would have written."""
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
 
 
 def _item_hashes(store: TokenStore) -> np.ndarray:
@@ -84,7 +106,7 @@ def _item_hashes(store: TokenStore) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.uint64)
 
 
-def _read_lines(cfg: AttachConfig, tok: Tokenizer, dtype: np.dtype, lines_prefix: str,
+def _read_lines(cfg: AttachConfig, files: list[str], tok: Tokenizer, dtype: np.dtype, lines_prefix: str,
                 problems: ProblemLog) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Tokenize every input line into a temporary store (one item per line, in input order) and return
     the lines' table: line_seq, source_file, source_line, pile_set_name, meta, n_tokens, n_bytes, token_hash."""
@@ -122,7 +144,7 @@ def _read_lines(cfg: AttachConfig, tok: Tokenizer, dtype: np.dtype, lines_prefix
             if bar is not None:
                 bar.update(len(docs))
 
-        for path in cfg.inputs:
+        for path in files:
             name = os.fspath(path)
             r = LineReader(path)
             counters = {"empty": 0}
@@ -185,28 +207,82 @@ def _confirm(store: TokenStore, lines: TokenStore, doc_ids: np.ndarray, line_seq
     return ok
 
 
+def _last_tokens_equal(store: TokenStore, token: int) -> tuple[int, int]:
+    """(items ending in ``token``, non-empty items)."""
+    sizes = np.asarray(store.sizes, dtype=np.int64)
+    items = np.flatnonzero(sizes > 0)
+    if not items.size:
+        return 0, 0
+    last = store.gather(items, sizes[items] - 1, np.ones(items.size, dtype=np.int64))
+    return int((last == token).sum()), int(items.size)
+
+
+def _diagnose(store: TokenStore, lines: TokenStore, tok: Tokenizer, append_eod: bool) -> str:
+    """What would make the lines match, as far as the data tells: the append_eod option, or else the inputs."""
+    generic = ("the lines are not the store's documents, or the tokenizer or --text-key is not the one the store "
+               "was made with")
+    eod = tok.token_to_id(EOD_TOKEN)
+    if eod is None:
+        return generic
+    s_end, s_n = _last_tokens_equal(store, eod)
+    l_end, l_n = _last_tokens_equal(lines, eod)
+    if not s_n or not l_n:
+        return generic
+    if not append_eod and s_end >= 0.9 * s_n and l_end < 0.5 * l_n:
+        return (f"{s_end:,} of the store's {s_n:,} items end in token {eod} ({EOD_TOKEN}) and the lines, tokenized "
+                f"without it, do not: pass --append-eod")
+    if append_eod and s_end < 0.5 * s_n:
+        return (f"--append-eod ends every line in token {eod} ({EOD_TOKEN}) but only {s_end:,} of the store's "
+                f"{s_n:,} items end in it: drop --append-eod")
+    return generic
+
+
+def _existing_sources(path: Path, n_items: int) -> int | None:
+    """Items the table at ``path`` gives a source; None when there is none, or it does not describe this store."""
+    if not path.is_file():
+        return None
+    try:
+        col = pq.read_table(path, columns=["source_file"]).column("source_file")
+    except (OSError, pa.ArrowException, KeyError) as e:
+        log.warning("%s: unreadable (%s); attach replaces it", path, e)
+        return None
+    if len(col) != n_items:
+        log.warning("%s: %s rows for a store of %s items; attach replaces it", path, f"{len(col):,}", f"{n_items:,}")
+        return None
+    return len(col) - col.null_count
+
+
 def attach(cfg: AttachConfig, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
-    """Run attach; write the documents table and the report; return the report."""
+    """Run attach; write the documents table and the report; return the report.
+
+    Raises ``AttachRefusedError`` (nothing written) below ``cfg.min_match_fraction`` or when the table already
+    there gives a source to more items than this run matched."""
     cfg.validate()
     t0 = time.perf_counter()
     store = TokenStore(cfg.prefixes)
-    tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
-    readers = [LineReader(p) for p in cfg.inputs]  # NotFoundError before any work
-    del readers
+    if tokenizer is not None:
+        tok_file = TokenizerFile(tokenizer, tokenizer.to_str().encode("utf-8"), "(object)")
+    else:
+        tok_file = read_tokenizer(cfg.tokenizer)
+    tok = tok_file.tokenizer
+    inputs = expand_inputs(cfg.inputs, what="--from")  # NotFoundError before any work
+    for p in inputs.files:
+        LineReader(p)  # the kind of every file is checked before any work
     prefix = store.prefix
     out_path = store.documents_path()
     problems = ProblemLog()
     tmp_dir = Path(tempfile.mkdtemp(prefix=".attach-", dir=Path(prefix).parent))
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp_dir, ignore_errors=True)
         lines_prefix = str(tmp_dir / "lines")
-        lines_tbl, per_file = _read_lines(cfg, tok, store.dtype, lines_prefix, problems)
+        lines_tbl, per_file = _read_lines(cfg, inputs.files, tok, store.dtype, lines_prefix, problems)
         lines_store = TokenStore(lines_prefix)
         items_tbl = pa.table({
             "doc_id": pa.array(np.arange(len(store), dtype=np.int64)),
             "n_tokens": pa.array(np.asarray(store.sizes, dtype=np.int64)),
             "token_hash": pa.array(_item_hashes(store), pa.uint64()),
         })
-        con = duckdb.connect(":memory:")
+        con = stack.enter_context(duckdb.connect(":memory:"))
         con.register("items", items_tbl)
         con.register("lines", lines_tbl)
         pairs = con.execute("""
@@ -233,54 +309,72 @@ def attach(cfg: AttachConfig, tokenizer: Tokenizer | None = None) -> dict[str, A
                        AS surplus_lines
             FROM gl FULL JOIN gi USING (token_hash, n_tokens)
         """).fetchall()[0]
-        table = con.sql("""
-            SELECT i.doc_id, l.source_file, l.source_line, l.pile_set_name, l.meta, i.n_tokens, l.n_bytes,
-                   i.token_hash
-            FROM items i LEFT JOIN matched m USING (doc_id) LEFT JOIN lines l USING (line_seq)
-            ORDER BY i.doc_id
-        """).to_arrow_table().cast(DOCUMENT_SCHEMA)
         unmatched_items = con.execute(
             f"SELECT doc_id FROM items ANTI JOIN matched USING (doc_id) ORDER BY doc_id LIMIT {MAX_LISTED}"
         ).fetchnumpy()["doc_id"]
         unmatched_lines = con.execute(
             f"SELECT source_file, source_line FROM lines ANTI JOIN matched USING (line_seq) "
             f"ORDER BY line_seq LIMIT {MAX_LISTED}").fetchall()
-        con.close()
+        n_items, n_lines, matched = len(store), lines_tbl.num_rows, int(doc_ids.size)
+        smaller = min(n_items, n_lines)
+        fraction = matched / smaller if smaller else (1.0 if n_items == 0 else 0.0)
+        report = {
+            "prefix": prefix,
+            "documents_table": str(out_path),
+            "inputs": per_file,
+            "folders": inputs.folders,
+            "items": n_items,
+            "lines": n_lines,
+            "matched": matched,
+            "match_fraction": round(fraction, 6),
+            "min_match_fraction": cfg.min_match_fraction,
+            "unmatched_items": n_items - matched,
+            "unmatched_lines": n_lines - matched,
+            "unmatched_items_listed": [int(x) for x in unmatched_items],
+            "unmatched_lines_listed": [{"file": f, "line": int(ln)} for f, ln in unmatched_lines],
+            "hash_collisions_rejected": collisions,
+            "duplicates": {
+                "rule": DUPLICATE_RULE,
+                "item_groups": int(dup[0]),
+                "items_in_groups": int(dup[1]),
+                "line_groups": int(dup[2]),
+                "lines_in_groups": int(dup[3]),
+                "surplus_lines": int(dup[4]),
+            },
+            "empty_skipped": sum(f["empty"] for f in per_file),
+            "problems": problems.to_dict(),
+            "append_eod": cfg.append_eod,
+            "text_key": cfg.text_key,
+            "tokenizer": tok_file.source,
+            "tokenizer_sha256": tok_file.sha256,
+        }
+        existing = _existing_sources(out_path, n_items)
+        kept = f"{out_path} is kept as it was" if out_path.exists() else "no table was written"
+        if fraction < cfg.min_match_fraction:
+            why = (_diagnose(store, lines_store, tok, cfg.append_eod) if n_lines else
+                   f"No input line gave a document (problem lines: {problems.to_dict()['counts']}, empty texts: "
+                   f"{report['empty_skipped']:,}); check --text-key and the inputs")
+            raise AttachRefusedError(
+                f"{prefix}: {matched:,} of {n_items:,} items matched ({matched:,} of {n_lines:,} lines: "
+                f"{fraction:.1%} of the smaller side, below min_match_fraction {cfg.min_match_fraction}); {kept}. "
+                f"{why}", report)
+        if existing is not None and existing > matched:
+            raise AttachRefusedError(
+                f"{prefix}: this run matched {matched:,} of {n_items:,} items but {out_path} gives a source "
+                f"to {existing:,}; {kept}. Give all the raw files in one run, or move the table aside to replace it",
+                report)
+        table = con.sql("""
+            SELECT i.doc_id, l.source_file, l.source_line, l.pile_set_name, l.meta, i.n_tokens, l.n_bytes,
+                   i.token_hash
+            FROM items i LEFT JOIN matched m USING (doc_id) LEFT JOIN lines l USING (line_seq)
+            ORDER BY i.doc_id
+        """).to_arrow_table().cast(DOCUMENT_SCHEMA)
         with atomic_path(out_path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    n_items, n_lines, matched = len(store), lines_tbl.num_rows, int(doc_ids.size)
-    report = {
-        "prefix": prefix,
-        "documents_table": str(out_path),
-        "inputs": per_file,
-        "items": n_items,
-        "lines": n_lines,
-        "matched": matched,
-        "unmatched_items": n_items - matched,
-        "unmatched_lines": n_lines - matched,
-        "unmatched_items_listed": [int(x) for x in unmatched_items],
-        "unmatched_lines_listed": [{"file": f, "line": int(ln)} for f, ln in unmatched_lines],
-        "hash_collisions_rejected": collisions,
-        "duplicates": {
-            "rule": DUPLICATE_RULE,
-            "item_groups": int(dup[0]),
-            "items_in_groups": int(dup[1]),
-            "line_groups": int(dup[2]),
-            "lines_in_groups": int(dup[3]),
-            "surplus_lines": int(dup[4]),
-        },
-        "empty_skipped": sum(f["empty"] for f in per_file),
-        "problems": problems.to_dict(),
-        "append_eod": cfg.append_eod,
-        "text_key": cfg.text_key,
-        "tokenizer_sha256": tokenizer_fingerprint(tok),
-        "elapsed_s": round(time.perf_counter() - t0, 3),
-    }
+    report["elapsed_s"] = round(time.perf_counter() - t0, 3)
     write_bytes(f"{prefix}.attach_report.json", (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode())
     log.info("attach %s: %s of %s items matched", prefix, f"{matched:,}", f"{n_items:,}")
     return report
 
 
-__all__ = ["AttachConfig", "attach", "DUPLICATE_RULE"]
+__all__ = ["AttachConfig", "AttachRefusedError", "attach", "DUPLICATE_RULE", "MIN_MATCH_FRACTION"]

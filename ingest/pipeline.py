@@ -48,9 +48,9 @@ from pile_index.atomic import atomic_path, write_bytes
 from pile_index.docstore import DOCUMENT_SCHEMA
 from pile_index.errors import ConfigError
 from pile_index.indexed import IndexedDatasetWriter, best_fitting_dtype, index_file_path, strip_prefix
-from pile_index.tokenizer import eod_id, load_tokenizer, tokenizer_fingerprint
+from pile_index.tokenizer import TokenizerFile, eod_id, read_tokenizer
 
-from .readers import LineReader, ParsedLine, ProblemLog, Reason, StreamError, parse_block
+from .readers import KeyTally, LineReader, ParsedLine, ProblemLog, Reason, StreamError, expand_inputs, parse_block
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class IngestConfig:
     """Options of one ingest run."""
 
     inputs: list[str]
-    """Input files (.jsonl, .jsonl.zst, .jsonl.gz), read in this order."""
+    """Input files (.jsonl, .jsonl.zst, .jsonl.gz) or folders of them (sorted by name), read in this order."""
     out: str
     """Output PREFIX: writes PREFIX.bin, .idx, .documents.parquet, .tokenizer.json, .ingest_report.json."""
     tokenizer: str
@@ -101,6 +101,8 @@ class IngestConfig:
     """JSON key of the text (GPT-NeoX --jsonl-keys, one key)."""
     strict: bool = False
     """Stop at the first problem line instead of counting and skipping it."""
+    allow_empty: bool = False
+    """Write a store of 0 documents instead of refusing (an empty input, or a wrong text_key, gives 0)."""
     batch_bytes: int = 2 << 20
     """Text bytes per tokenizer batch (a batch's Encodings take ~100 bytes per token until written)."""
     batch_docs: int = 4096
@@ -112,7 +114,7 @@ class IngestConfig:
 
     def validate(self) -> None:
         if not self.inputs:
-            raise ConfigError("inputs: expected at least one .jsonl/.jsonl.zst/.jsonl.gz file, found none")
+            raise ConfigError("inputs: expected at least one .jsonl/.jsonl.zst/.jsonl.gz file or folder, found none")
         if not self.text_key:
             raise ConfigError("text_key: expected a JSON key such as 'text', found an empty string")
         for name in ("batch_bytes", "batch_docs", "queue_batches"):
@@ -189,15 +191,21 @@ def ingest(
     t0 = time.perf_counter()
     cfg.validate()
     prefix = strip_prefix(cfg.out)
-    tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
+    if tokenizer is not None:
+        tok_file = TokenizerFile(tokenizer, tokenizer.to_str().encode("utf-8"), "(object)")
+    else:
+        tok_file = read_tokenizer(cfg.tokenizer)
+    tok = tok_file.tokenizer
     vocab = tok.get_vocab_size()
     dtype = best_fitting_dtype(vocab)
     eod = eod_id(tok) if cfg.append_eod else None
-    readers = [LineReader(p) for p in cfg.inputs]  # NotFoundError before any output exists
+    inputs = expand_inputs(cfg.inputs)  # NotFoundError before any output exists
+    readers = [LineReader(p) for p in inputs.files]
     total_in = sum(r.path.stat().st_size for r in readers)
 
     problems = ProblemLog(strict=cfg.strict)
-    per_file = [{"file": os.fspath(p), "lines": 0, "documents": 0, "empty": 0, "problems": 0} for p in cfg.inputs]
+    keys = KeyTally()
+    per_file = [{"file": p, "lines": 0, "documents": 0, "empty": 0, "problems": 0} for p in inputs.files]
     stop = threading.Event()
     errors: list[BaseException] = []
     to_tok = _Pipe(cfg.queue_batches, stop)
@@ -216,7 +224,7 @@ def ingest(
             try:
                 for first, lines in r.blocks():
                     stats["lines"] = first + len(lines) - 1
-                    for d in parse_block(name, first, lines, cfg.text_key, problems, counters):
+                    for d in parse_block(name, first, lines, cfg.text_key, problems, counters, keys):
                         pending.append(d)
                         pending_bytes += d.n_bytes
                         if pending_bytes >= cfg.batch_bytes or len(pending) >= cfg.batch_docs:
@@ -249,6 +257,8 @@ def ingest(
         finally:
             pq_writer.close()
             bar.close()
+        if totals["items"] == 0 and not cfg.allow_empty:
+            raise _empty_error(cfg, per_file, problems, keys)
     except BaseException as e:
         writer.abort()
         pq_ctx.__exit__(type(e), e, e.__traceback__)
@@ -259,13 +269,14 @@ def ingest(
     with contextlib.suppress(FileNotFoundError):
         os.unlink(index_file_path(prefix))
     pq_ctx.__exit__(None, None, None)
-    write_bytes(f"{prefix}.tokenizer.json", tok.to_str().encode("utf-8"))
+    write_bytes(f"{prefix}.tokenizer.json", tok_file.data)  # the file given, byte for byte
     writer.finalize()
     elapsed = time.perf_counter() - t0
 
     report = {
         "prefix": prefix,
         "inputs": per_file,
+        "folders": inputs.folders,
         "documents": totals["items"],
         "tokens": totals["tokens"],
         "empty_skipped": sum(f["empty"] for f in per_file),
@@ -275,12 +286,41 @@ def ingest(
         "append_eod": cfg.append_eod,
         "eod_id": eod,
         "text_key": cfg.text_key,
-        "tokenizer_sha256": tokenizer_fingerprint(tok),
+        "tokenizer": tok_file.source,
+        "tokenizer_sha256": tok_file.sha256,
         "token_hash": "blake2b(digest_size=8) of the item's token bytes in the store dtype, little-endian uint64",
     }
     report_path = Path(f"{prefix}.ingest_report.json")
     write_bytes(report_path, (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return IngestResult(prefix, totals["items"], totals["tokens"], report, elapsed, report_path)
+
+
+class EmptyIngestError(ConfigError):
+    """The inputs gave 0 documents and ``allow_empty`` is off; nothing was written."""
+
+
+def _empty_error(cfg: IngestConfig, per_file: list[dict[str, Any]], problems: ProblemLog,
+                 keys: KeyTally) -> EmptyIngestError:
+    """Why a run gave 0 documents, and the fix: the keys the objects had, the one that held text."""
+    lines = sum(f["lines"] for f in per_file)
+    what = ", ".join(f"{n:,} {r}" for r, n in sorted(problems.counts.items()))
+    empty = sum(f["empty"] for f in per_file)
+    if empty:
+        what = ", ".join(x for x in (what, f"{empty:,} empty texts") if x)
+    if not lines:
+        why = f"the input{'s hold' if len(per_file) > 1 else ' holds'} no lines"
+    else:
+        why = f"{lines:,} lines: {what}"
+    hint = ""
+    if keys.seen:
+        listed = sorted(keys.keys, key=lambda k: (-keys.keys[k], k))[:8]
+        hint = f"; the objects in the first lines have no {cfg.text_key!r} key but {listed}"
+        if (k := keys.suggestion()) is not None:
+            hint += f": did you mean --text-key {k}?"
+    return EmptyIngestError(
+        f"0 documents from {len(per_file):,} input file{'s' if len(per_file) != 1 else ''} ({why}); nothing was "
+        f"written{hint} (--allow-empty writes an empty store)"
+    )
 
 
 def _run_stages(read_stage, write_stage, tokenize_stage, stop: threading.Event, errors: list[BaseException]) -> None:

@@ -1,14 +1,27 @@
 """Streaming readers for Pile-style JSON lines: ``.jsonl``, ``.jsonl.zst`` and ``.jsonl.gz``.
 
-Each input is read in fixed-size compressed chunks and split on ``b"\\n"`` (as ``jsonlines`` over a binary
-stream does, the reader lm_dataformat and so GPT-NeoX's ``tools/preprocess_data.py`` use), so memory is
-bounded by the chunk size plus the longest line, never by the file.
+Each input is read in fixed-size compressed chunks and split into lines, so memory is bounded by the chunk
+size plus the longest line, never by the file.
+
+Lines are what GPT-NeoX v1.0's ``tools/preprocess_data.py`` sees through lm_dataformat and ``jsonlines``:
+a ``.jsonl`` is opened in text mode with ``utf-8-sig`` (a BOM at the start of the file is dropped) and
+universal newlines (``\\n``, ``\\r\\n`` and a lone ``\\r`` each end a line; nothing else does, unlike
+``str.splitlines``), and ``jsonlines`` drops one leading ``\\ufeff`` (BOM) or ``\\x1e`` (RFC 7464) from each
+line. Every input, compressed or not, is read by that rule. lm_dataformat reads a ``.jsonl.zst`` as binary
+lines split on ``\\n`` only (with the same per-line strip); the two differ only where a raw ``\\r`` sits
+between JSON tokens inside a line (JSON whitespace that ``json.dumps`` never writes; a raw ``\\r`` inside a
+string is invalid JSON either way) or where a zstd file starts with two BOMs, and a CR-only file gives its
+documents instead of one malformed line. (lm_dataformat tokenizes each raw line of a ``.gz`` file, JSON
+syntax included; we parse ``.jsonl.gz`` as JSON lines.)
 
 Parsing follows lm_dataformat's ``handle_jsonl``: a line holding a JSON object gives ``obj[text_key]``
 (a list of strings is joined with ``"\\n\\n"``), a line holding a bare JSON string is the text itself
 (its legacy form), and the caller skips empty texts (GPT-NeoX's ``filter(lambda x: x, ...)``). Where GPT-NeoX
 would crash (bad JSON, a missing key, invalid UTF-8) or silently read a truncated zstd stream as if it
 ended there, we count the line under a named reason with its ``file:line`` and go on: no silent drops.
+
+A folder given as an input stands for its ``.jsonl``, ``.jsonl.zst`` and ``.jsonl.gz`` files in sorted
+name order, as lm_dataformat lists a folder (``sorted(os.listdir(...))``, not recursive).
 
 zstd is decoded frame by frame with ``zstandard``'s decompressobj, because its ``stream_reader`` returns
 end-of-file on a truncated frame without an error (checked with zstandard 0.25).
@@ -31,6 +44,8 @@ from pile_index.errors import ConfigError, NotFoundError
 
 CHUNK_BYTES = 1 << 20  # compressed bytes read per step
 MAX_LISTED = 1000  # problem lines kept per reason in the report; all are counted
+_BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
+_SKIPPABLE_FIRST = (_BOM, b"\x1e")  # jsonlines drops one of these from the start of each line
 
 
 class Reason(StrEnum):
@@ -109,6 +124,47 @@ class StreamError(Exception):
         self.detail = detail
 
 
+FOLDER_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz")  # the files a folder input stands for
+
+
+@dataclass
+class Inputs:
+    """The files to read, in order, after folders are expanded; ``folders`` says what each folder held."""
+
+    files: list[str]
+    folders: list[dict[str, Any]]
+
+
+def expand_inputs(paths: list[str | os.PathLike], what: str = "input") -> Inputs:
+    """Files in the order given, each folder replaced by its ``FOLDER_SUFFIXES`` files sorted by name.
+
+    A folder's other entries are listed under ``not_read`` (never silently passed over); a folder with
+    none of those files, or a path that does not exist, is an error naming it.
+    """
+    files: list[str] = []
+    folders: list[dict[str, Any]] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            names = sorted(os.listdir(path))
+            read = [n for n in names if n.endswith(FOLDER_SUFFIXES) and (path / n).is_file()]
+            chosen = set(read)
+            other = [n for n in names if n not in chosen]
+            if not read:
+                held = f"it holds {', '.join(other[:8])}{' ...' if len(other) > 8 else ''}" if other else "it is empty"
+                raise NotFoundError(
+                    f"{what} {path}: a folder with no {', '.join(FOLDER_SUFFIXES)} files ({held}); "
+                    f"pass the files or a folder that holds them"
+                )
+            files += [os.fspath(path / n) for n in read]
+            folders.append({"folder": os.fspath(p), "files": read, "not_read": other})
+        elif path.is_file():
+            files.append(os.fspath(p))
+        else:
+            raise NotFoundError(f"{what} {path}: no such file or folder")
+    return Inputs(files, folders)
+
+
 def compression_of(path: str | os.PathLike) -> str:
     """``"zst"``, ``"gz"`` or ``""`` from the name; ConfigError for anything else."""
     name = os.fspath(path)
@@ -178,7 +234,7 @@ class LineReader:
     def __init__(self, path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
         self.path = Path(path)
         if not self.path.is_file():
-            raise NotFoundError(f"input {self.path}: no such file")
+            raise NotFoundError(f"input {self.path}: no such file or folder")
         self.kind = compression_of(self.path)
         self.chunk_bytes = chunk_bytes
         self.compressed_read = 0
@@ -190,21 +246,36 @@ class LineReader:
             chunks = {"zst": _zst_chunks, "gz": _gz_chunks, "": _plain_chunks}[self.kind](f, self.chunk_bytes)
             line_no = 1
             tail = b""
+            after_cr = False  # the previous chunk ended in b"\r": a b"\n" opening this one ends no line
             try:
                 for chunk in chunks:
+                    if after_cr and chunk.startswith(b"\n"):
+                        chunk = chunk[1:]
+                    after_cr = chunk.endswith(b"\r")
+                    if b"\r" in chunk:  # universal newlines: \r\n and a lone \r end a line like \n
+                        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                     parts = chunk.split(b"\n")
                     if tail:
                         parts[0] = tail + parts[0]
                     tail = parts.pop()
                     if parts:
+                        if line_no == 1:
+                            parts[0] = _drop_bom(parts[0])
                         yield line_no, parts
                         line_no += len(parts)
             except StreamError:
                 # The partial last line is not a line of the file: report the damage where it starts.
                 self.stream_error_line = line_no
                 raise
+            if line_no == 1:
+                tail = _drop_bom(tail)  # a file that is only a BOM has no lines
             if tail:
                 yield line_no, [tail]
+
+
+def _drop_bom(first_line: bytes) -> bytes:
+    """The file's first line without a leading BOM (``utf-8-sig`` decoding)."""
+    return first_line[3:] if first_line.startswith(_BOM) else first_line
 
 
 class _CountingFile:
@@ -219,6 +290,34 @@ class _CountingFile:
 
 
 _MISSING = object()
+KEY_SAMPLE_OBJECTS = 1000  # objects without the text key whose keys are tallied for the "did you mean" hint
+
+
+@dataclass
+class KeyTally:
+    """Keys of the first ``limit`` JSON objects that lack the text key, and how much text each held."""
+
+    limit: int = KEY_SAMPLE_OBJECTS
+    seen: int = 0
+    keys: dict[str, int] = field(default_factory=dict)  # key -> objects that have it
+    text_chars: dict[str, int] = field(default_factory=dict)  # key -> characters of string values under it
+
+    def add(self, ob: dict) -> None:
+        if self.seen >= self.limit:
+            return
+        self.seen += 1
+        for k, v in ob.items():
+            self.keys[k] = self.keys.get(k, 0) + 1
+            if isinstance(v, list) and all(isinstance(t, str) for t in v):
+                v = "".join(v)  # a list of paragraphs is text too
+            if isinstance(v, str) and v:
+                self.text_chars[k] = self.text_chars.get(k, 0) + len(v)
+
+    def suggestion(self) -> str | None:
+        """The key that held the most text (the text, not an id or a title), if any held a string."""
+        if not self.text_chars:
+            return None
+        return min(self.text_chars, key=lambda k: (-self.text_chars[k], k))
 
 
 @dataclass
@@ -237,12 +336,16 @@ def parse_block(
     text_key: str,
     problems: ProblemLog,
     counters: dict[str, int],
+    keys: KeyTally | None = None,
 ) -> list[ParsedLine]:
-    """Parse one block of lines: documents out, problems logged, empty texts counted in ``counters["empty"]``."""
+    """Parse one block of lines: documents out, problems logged, empty texts counted in ``counters["empty"]``;
+    ``keys`` tallies the keys of objects that lack ``text_key``."""
     out: list[ParsedLine] = []
     loads = json.loads
     for k, raw in enumerate(lines):
         line = first_line + k
+        if raw.startswith(_SKIPPABLE_FIRST):
+            raw = raw[3:] if raw.startswith(_BOM) else raw[1:]
         try:
             s = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -260,6 +363,8 @@ def parse_block(
         if isinstance(ob, dict):
             text = ob.get(text_key, _MISSING)
             if text is _MISSING:
+                if keys is not None:
+                    keys.add(ob)
                 problems.add(file, line, Reason.MISSING_TEXT_KEY, f"no {text_key!r} key; keys: {sorted(ob)[:8]}")
                 continue
             meta = ob.get("meta")

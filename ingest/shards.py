@@ -5,7 +5,12 @@ Pythia ships big GPT-NeoX stores as byte slices of one ``.bin`` named ``{base}-{
 ``document-000NN-of-00020.bin``), and the ``.idx`` whole beside them as ``{base}.idx`` (pythia README:
 "unshard_memmap.py ... then copy the .idx"; ``utils/shard_hashes.txt`` lists the shards and the ``.idx``).
 Unsharding is plain concatenation in index order. Pythia's hash list puts the file name first
-(``name sha256``); ``sha256sum`` puts the hash first (``sha256  name``). Both are read.
+(``name sha256``, one space, as ``utils/checksum_shards.py`` reads it with ``line.split()``); ``sha256sum``
+puts the hash first (``sha256  name``). ``split`` writes Pythia's order; both are read.
+
+Shard count: pythia's ``utils/shard_memmap.py`` writes ``bytes // size + 1`` shards, so a ``.bin`` that is an
+exact multiple of the size ends in a 0-byte shard (and ``-of-NNNNN`` counts it). ``split`` does the same, so
+its names and hashes are those pythia's tool gives; ``join`` accepts a set with or without that empty shard.
 
 Every output is written under a temp name and renamed when complete (``pile_index.atomic``).
 """
@@ -82,7 +87,8 @@ def join_shards(base: str | os.PathLike, out: str | os.PathLike, progress: bool 
     """Concatenate the shards of ``base`` into ``OUT.bin``; copy ``base.idx`` to ``OUT.idx`` when present.
 
     Checks: all shards 0..N-1 present with one shard count in their names, every shard but the last of one
-    size (a byte split), the last no bigger, and, with an ``.idx``, that it describes exactly the joined size.
+    size (a byte split), the last no bigger (0 bytes included: pythia's split of an exact multiple), and,
+    with an ``.idx``, that it describes exactly the joined size.
     """
     b, shards = find_shards(base)
     sizes = [p.stat().st_size for p in shards]
@@ -136,10 +142,12 @@ def split_shards(
     hashes_path: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Split ``PREFIX.bin`` into ``ceil(bytes / size)`` shards with Pythia's names (inverse of join).
+    """Split ``PREFIX.bin`` into ``bytes // size + 1`` shards with Pythia's names (inverse of join), as
+    pythia's ``shard_memmap.py`` does: an exact multiple of ``size`` ends in a 0-byte shard.
 
     The ``.idx`` is copied whole as ``{base}.idx`` into ``out_dir`` when that is another folder. With
-    ``hashes_path``, writes ``sha256  filename`` lines for the shards (and the ``.idx``).
+    ``hashes_path``, writes ``filename sha256`` lines (Pythia's ``shard_hashes.txt`` order) for the shards
+    and the ``.idx``.
     """
     if size < 1:
         raise ConfigError(f"--size {size:,}: expected a positive number of bytes per shard")
@@ -148,7 +156,7 @@ def split_shards(
     if not src.is_file():
         raise NotFoundError(f"{src}: no such file; pass the PREFIX of PREFIX.bin")
     total = src.stat().st_size
-    n = max(1, -(-total // size))
+    n = total // size + 1
     if n > 100000:
         raise ConfigError(f"--size {size:,}: {total:,} bytes would make {n:,} shards; names allow at most 100,000")
     folder = Path(out_dir) if out_dir is not None else src.parent
@@ -185,7 +193,7 @@ def split_shards(
         names.append(idx_out.name)
         digests.append(_sha256_file(idx_out))
     if hashes_path is not None:
-        write_bytes(hashes_path, "".join(f"{d}  {nm}\n" for d, nm in zip(digests, names)).encode())
+        write_bytes(hashes_path, "".join(f"{nm} {d}\n" for d, nm in zip(digests, names)).encode())
     return {
         "shards": [str(folder / nm) for nm in names if nm.endswith(".bin")],
         "count": n,
@@ -231,7 +239,7 @@ def _sha256_file(path: Path, bar=None) -> str:
 
 
 def read_hash_lines(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """``[(filename, sha256)]`` from ``sha256  name`` (sha256sum) or ``name sha256`` (Pythia) lines."""
+    """``[(filename, sha256)]`` from ``name sha256`` (Pythia) or ``sha256  name`` (sha256sum) lines."""
     p = Path(path)
     if not p.is_file():
         raise NotFoundError(f"--hashes {p}: no such file")
@@ -246,12 +254,15 @@ def read_hash_lines(path: str | os.PathLike) -> list[tuple[str, str]]:
             if name.startswith("*"):  # sha256sum's binary-mode marker
                 name = name[1:]
         elif len(parts) == 2 and _HEX64.match(parts[1].rsplit(None, 1)[-1]):
-            name, digest = parts[0], parts[1].rsplit(None, 1)[-1]
+            name, digest = s.rsplit(None, 1)
         else:
-            raise FormatError(f"{p}:{k}: expected 'sha256  filename' (64 hex digits, then the name), found {s[:80]!r}")
+            raise FormatError(
+                f"{p}:{k}: expected 'filename sha256' (Pythia's order) or 'sha256  filename' (sha256sum's), with "
+                f"64 hex digits, found {s[:80]!r}"
+            )
         out.append((name, digest.lower()))
     if not out:
-        raise FormatError(f"{p}: no 'sha256  filename' lines found")
+        raise FormatError(f"{p}: no 'filename sha256' or 'sha256  filename' lines found")
     return out
 
 

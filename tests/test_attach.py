@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -12,7 +13,7 @@ import zstandard
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from cli.main import main as cli_main
-from ingest.attach import AttachConfig, attach
+from ingest.attach import AttachConfig, AttachRefusedError, attach
 from ingest.pipeline import IngestConfig, ingest
 from pile_index.store import TokenStore
 
@@ -139,6 +140,80 @@ def test_hash_collision_is_rejected(tmp_path, tok_path, monkeypatch):
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"text": "w1 w3"}) + "\n")
     monkeypatch.setattr(attach_mod, "token_hashes", lambda tokens, sizes: np.zeros(len(sizes), np.uint64))
-    report = attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(other)], tokenizer=str(tok_path), progress=False))
-    assert report["hash_collisions_rejected"] == 1
-    assert report["matched"] == 0
+    with pytest.raises(AttachRefusedError) as e:  # 0 of 1 matched: below min_match_fraction, nothing written
+        attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(other)], tokenizer=str(tok_path), progress=False))
+    assert e.value.report["hash_collisions_rejected"] == 1
+    assert e.value.report["matched"] == 0
+
+
+def _store_and_lines(tmp_path, tok_path, append_eod, n=40):
+    rng = random.Random(3)
+    recs = [{"text": " ".join(f"w{rng.randrange(30)}" for _ in range(rng.randrange(1, 8))),
+             "meta": {"pile_set_name": f"set{i % 3}"}} for i in range(n)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    prefix = tmp_path / "s"
+    ingest(IngestConfig(inputs=[str(src)], out=str(prefix), tokenizer=str(tok_path), append_eod=append_eod,
+                        progress=False))
+    return prefix, src, recs
+
+
+@pytest.mark.parametrize("store_eod", [True, False])
+def test_wrong_append_eod_is_refused_and_the_table_kept(tmp_path, tok_path, capsys, store_eod):
+    prefix, src, _ = _store_and_lines(tmp_path, tok_path, append_eod=store_eod)
+    table = tmp_path / "s.documents.parquet"
+    good = table.read_bytes()
+    args = ["attach", str(prefix), "--from", str(src), "--tokenizer", str(tok_path), "--no-progress"]
+    if not store_eod:
+        args.append("--append-eod")
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "0 of 40 items matched" in err and "below min_match_fraction 0.5" in err
+    assert f"{table} is kept as it was" in err
+    if store_eod:
+        assert "40 of the store's 40 items end in token 0 (<|endoftext|>)" in err and "pass --append-eod" in err
+    else:
+        assert "only 0 of the store's 40 items end in it: drop --append-eod" in err
+    assert table.read_bytes() == good and not (tmp_path / "s.attach_report.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+    table.unlink()  # without a table: still refused, nothing written
+    with pytest.raises(AttachRefusedError, match="no table was written"):
+        attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(src)], tokenizer=str(tok_path),
+                            append_eod=not store_eod, progress=False))
+    assert not table.exists()
+    fixed = attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(src)], tokenizer=str(tok_path),
+                                append_eod=store_eod, progress=False))
+    assert fixed["matched"] == 40 and fixed["match_fraction"] == 1.0 and table.read_bytes() != b""
+
+
+def test_a_table_that_matched_more_is_never_replaced(tmp_path, tok_path):
+    prefix, src, recs = _store_and_lines(tmp_path, tok_path, append_eod=False)
+    table = tmp_path / "s.documents.parquet"
+    good = table.read_bytes()  # ingest's table: every item has a source
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in recs[:30]))  # 30 of the 40 lines: 100% of the lines
+    with pytest.raises(AttachRefusedError, match=r"this run matched (\d+) of 40 items but .* gives a source to 40"):
+        attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(part)], tokenizer=str(tok_path), progress=False))
+    assert table.read_bytes() == good
+    full = attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(src)], tokenizer=str(tok_path), progress=False))
+    assert full["matched"] == 40  # as many as the table had: replaced (a rerun)
+    table.unlink()
+    low = attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(part)], tokenizer=str(tok_path), progress=False))
+    assert low["matched"] < 40 and low["match_fraction"] >= 0.5  # no table there: the partial one is written
+    assert pq.read_table(table).num_rows == 40
+
+
+def test_attach_from_a_folder(tmp_path, tok_path):
+    prefix, src, recs = _store_and_lines(tmp_path, tok_path, append_eod=False)
+    table = tmp_path / "s.documents.parquet"
+    table.unlink()
+    d = tmp_path / "raw"
+    d.mkdir()
+    (d / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[20:]))
+    write_jsonl_zst(d / "a.jsonl.zst", recs[:20])
+    report = attach(AttachConfig(prefixes=[str(prefix)], inputs=[str(d)], tokenizer=str(tok_path), progress=False))
+    assert report["matched"] == 40
+    assert [f["file"] for f in report["inputs"]] == [str(d / "a.jsonl.zst"), str(d / "b.jsonl")]
+    assert report["folders"] == [{"folder": str(d), "files": ["a.jsonl.zst", "b.jsonl"], "not_read": []}]
+    assert report["tokenizer_sha256"] == hashlib.sha256(tok_path.read_bytes()).hexdigest()

@@ -7,6 +7,7 @@ the lines that parse."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -104,12 +105,16 @@ def _lines(rng, n):
 
 
 def _expected_items(data: bytes, tok: Tokenizer) -> list[list[int]]:
-    """Items a plain jsonl reading of ``data`` must give: non-empty string texts of lines that parse."""
+    """Items a plain jsonl reading of ``data`` must give: non-empty string texts of lines that parse, the
+    lines as Python's text mode gives them (utf-8-sig, universal newlines; jsonlines drops one leading
+    BOM or RS per line); a line with invalid UTF-8 is skipped."""
     items = []
-    for raw in data.split(b"\n"):
+    for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="surrogateescape", newline=None):
+        line = line[1:] if line.startswith(("\ufeff", "\x1e")) else line
         try:
-            obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            line.encode("utf-8")
+            obj = json.loads(line)
+        except (UnicodeEncodeError, ValueError):
             continue
         if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj["text"]:
             try:
@@ -134,8 +139,8 @@ def _zstd_prefix(data: bytes) -> bytes:
             clean = False  # truncated frame
             break
         pos = len(data) - len(d.unused_data)
-    if not clean:
-        out = out[: out.rfind(b"\n") + 1]
+    if not clean:  # up to the last line break (\n, or a lone \r in text mode)
+        out = out[: max(out.rfind(b"\n"), out.rfind(b"\r")) + 1]
     return out
 
 
@@ -166,7 +171,7 @@ def test_mutated_jsonl_and_zstd_inputs(tmp_path, compressed):
         if out.exists():
             shutil.rmtree(out)
         res = ingest(IngestConfig(inputs=[str(src)], out=str(out / "c"), tokenizer="(object)", progress=False,
-                                  batch_docs=5), tokenizer=tok)
+                                  batch_docs=5, allow_empty=True), tokenizer=tok)
         store = TokenStore(str(out / "c")) if (out / "c.idx").exists() else None
         got = [store.get(k).tolist() for k in range(len(store))] if store is not None else []
         if not compressed:

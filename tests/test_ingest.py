@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import random
@@ -23,7 +24,7 @@ import ingest.pipeline as pipeline
 from cli.main import main
 from ingest.demo_corpus import SPECIAL_TOKENS, new_demo_tokenizer
 from ingest.pipeline import IngestConfig, ingest, token_hash, token_hashes
-from ingest.readers import StrictError
+from ingest.readers import LineReader, StrictError
 from pile_index.docstore import DOCUMENT_SCHEMA
 from pile_index.errors import FormatError
 from pile_index.indexed import IndexedDataset
@@ -164,7 +165,7 @@ def test_documents_table(tmp_path, small_tok_path):
         assert r["token_hash"] == independent == token_hash(item)
     assert token_hashes(np.asarray(ds.tokens), np.asarray(ds.sizes)).tolist() == [r["token_hash"] for r in rows]
     assert token_hash(np.asarray(ds.get(0)).astype(np.int64), dtype=np.uint16) == rows[0]["token_hash"]
-    assert Path(f"{tmp_path / 'out'}.tokenizer.json").read_bytes() == Tokenizer.from_file(str(small_tok_path)).to_str().encode()
+    assert Path(f"{tmp_path / 'out'}.tokenizer.json").read_bytes() == small_tok_path.read_bytes()
 
 
 def test_real_tokenizer_ids(tmp_path, real_tokenizer_path):
@@ -354,7 +355,7 @@ def test_large_vocab_writes_int32(tmp_path):
 def test_round_trip_property(tmp_path_factory, small_tok_path, texts):
     d = tmp_path_factory.mktemp("prop")
     a = write_jsonl(d / "a.jsonl.zst", [{"text": t} for t in texts])
-    res = run([a], d / "o", small_tok_path)
+    res = run([a], d / "o", small_tok_path, allow_empty=True)
     tok = Tokenizer.from_file(str(small_tok_path))
     ds = IndexedDataset(d / "o")
     kept = [t for t in texts if t]
@@ -388,3 +389,117 @@ def test_corrupt_zstd_tail_counted(tmp_path, small_tok_path):
     assert (p["file"], p["line"], p["reason"]) == (str(a), 3, "corrupt_stream")
     with pytest.raises(StrictError, match=r"a\.jsonl\.zst:3: corrupt_stream"):
         run([a], tmp_path / "s", small_tok_path, strict=True)
+
+
+def test_tokenizer_copy_is_the_file_given(tmp_path, small_tok_path):
+    # A tokenizer.json as people keep them (indented, key order of their own): the copy beside the store
+    # and the report's sha256 are that file, not tokenizers' re-serialisation of it.
+    ob = json.loads(small_tok_path.read_text())
+    given = tmp_path / "tokenizer.json"
+    given.write_bytes((json.dumps(ob, indent=3, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    assert given.read_bytes() != Tokenizer.from_file(str(given)).to_str().encode()
+    a = write_jsonl(tmp_path / "a.jsonl", pile_records(["one", "two"]))
+    res = run([a], tmp_path / "out", given)
+    assert Path(f"{tmp_path / 'out'}.tokenizer.json").read_bytes() == given.read_bytes()
+    assert res.report["tokenizer_sha256"] == hashlib.sha256(given.read_bytes()).hexdigest()
+    assert res.report["tokenizer"] == str(given)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def _text_mode_lines(data: bytes) -> list[str]:
+    """How GPT-NeoX's jsonlines sees a file: text mode, utf-8-sig, universal newlines, one leading
+    \\ufeff or \\x1e dropped per line (Python's own reader is the reference here)."""
+    out = []
+    for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=None):
+        line = line[:-1] if line.endswith("\n") else line
+        out.append(line[1:] if line.startswith(("\ufeff", "\x1e")) else line)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["", ".zst", ".gz"])
+def test_bom_and_cr_line_endings_read_as_text_mode(tmp_path, small_tok_path, kind):
+    recs = [json.dumps({"text": f"doc {i}", "meta": {"pile_set_name": "S"}}).encode() for i in range(7)]
+    # a BOM opening the file, CR-only, CRLF and LF endings, a BOM and an RFC 7464 separator opening lines
+    data = (b"\xef\xbb\xbf" + recs[0] + b"\r" + recs[1] + b"\r\n" + recs[2] + b"\n\xef\xbb\xbf" + recs[3] + b"\r"
+            + b"\x1e" + recs[4] + b"\r\r\n" + recs[5] + b"\n" + recs[6] + b"\r")
+    raw = {"": data, ".zst": zstandard.ZstdCompressor().compress(data), ".gz": gzip.compress(data, mtime=0)}[kind]
+    a = tmp_path / f"a.jsonl{kind}"
+    a.write_bytes(raw)
+    res = run([a], tmp_path / "out", small_tok_path)
+    want = [(n, json.loads(t)["text"]) for n, t in enumerate(_text_mode_lines(data), start=1) if t.strip()]
+    assert [t for _, t in want] == [f"doc {i}" for i in range(7)]
+    tok = Tokenizer.from_file(str(small_tok_path))
+    ds = IndexedDataset(tmp_path / "out")
+    assert [tok.decode(ds.get(i).tolist()) for i in range(len(ds))] == [t for _, t in want]
+    rows = pq.read_table(tmp_path / "out.documents.parquet").to_pylist()
+    assert [r["source_line"] for r in rows] == [n for n, _ in want] == [1, 2, 3, 4, 5, 7, 8]
+    assert res.report["problems"]["counts"] == {"blank_line": 1}  # the empty line between \r and \r\n
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="a{}\r\n\ufeff\x1eé", max_size=40), chunk=st.integers(1, 9))
+def test_line_splitting_equals_python_text_mode(text, chunk, tmp_path_factory):
+    """Any mix of \\r, \\r\\n, \\n and BOMs, cut into chunks anywhere: the lines of Python's text mode."""
+    data = text.encode("utf-8")
+    d = tmp_path_factory.mktemp("lines")
+    p = d / "a.jsonl"
+    p.write_bytes(data)
+    got = [line for _, block in LineReader(p, chunk_bytes=chunk).blocks() for line in block]
+    skippable = ("\ufeff".encode(), b"\x1e")
+    got = [g[3:] if g.startswith(skippable[0]) else g[1:] if g.startswith(skippable[1]) else g for g in got]
+    assert [g.decode("utf-8") for g in got] == _text_mode_lines(data)
+
+
+def test_folder_input_sorted_and_listed(tmp_path, small_tok_path, capsys):
+    d = tmp_path / "raw"
+    d.mkdir()
+    write_jsonl(d / "01.jsonl.zst", pile_records(["from one"]))
+    write_jsonl(d / "00.jsonl", pile_records(["from zero"]))
+    write_jsonl(d / "02.jsonl.gz", pile_records(["from two"]))
+    (d / "README.txt").write_text("not data")
+    (d / "sub").mkdir()
+    extra = write_jsonl(tmp_path / "after.jsonl", pile_records(["after the folder"]))
+    res = run([d, extra], tmp_path / "out", small_tok_path)
+    tok = Tokenizer.from_file(str(small_tok_path))
+    ds = IndexedDataset(tmp_path / "out")
+    assert [tok.decode(ds.get(i).tolist()) for i in range(len(ds))] == ["from zero", "from one", "from two",
+                                                                     "after the folder"]
+    files = [str(d / "00.jsonl"), str(d / "01.jsonl.zst"), str(d / "02.jsonl.gz"), str(extra)]
+    assert [f["file"] for f in res.report["inputs"]] == files
+    assert res.report["folders"] == [{"folder": str(d), "files": ["00.jsonl", "01.jsonl.zst", "02.jsonl.gz"],
+                                      "not_read": ["README.txt", "sub"]}]
+    assert pq.read_table(tmp_path / "out.documents.parquet").column("source_file").to_pylist() == files
+    assert main(["ingest", str(d), "--tokenizer", str(small_tok_path), "--out", str(tmp_path / "cli"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files_read"] == files[:3]
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "x.parquet").write_bytes(b"PAR1")
+    assert main(["ingest", str(bare), "--tokenizer", str(small_tok_path), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "bare: a folder with no .jsonl, .jsonl.zst, .jsonl.gz files (it holds x.parquet)" in err
+    assert not list(tmp_path.glob("b.*"))
+
+
+def test_zero_documents_refused_with_the_keys_found(tmp_path, small_tok_path, capsys):
+    run([write_jsonl(tmp_path / "good.jsonl", pile_records(["a good store"]))], tmp_path / "out", small_tok_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # the text is under "txt"; "id" holds strings too, shorter ones: the hint names the key that holds the text
+    wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"id": f"doc-{i}", "txt": f"the text of document {i}"}
+                                                   for i in range(5)])
+    before[wrong.name] = wrong.read_bytes()
+    args = ["ingest", str(wrong), "--tokenizer", str(small_tok_path), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "0 documents from 1 input file (5 lines: 5 missing_text_key)" in err
+    assert "have no 'text' key but ['id', 'txt']: did you mean --text-key txt?" in err and "--allow-empty" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the good store is untouched
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert main(["ingest", str(empty), "--tokenizer", str(small_tok_path), "--out", str(tmp_path / "e")]) == 2
+    assert "0 documents from 1 input file (the input holds no lines)" in capsys.readouterr().err
+    assert not list(tmp_path.glob("e.*"))
+    assert main(["ingest", str(empty), "--tokenizer", str(small_tok_path), "--out", str(tmp_path / "e"),
+                 "--allow-empty", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 0 and len(IndexedDataset(tmp_path / "e")) == 0

@@ -33,8 +33,8 @@ def sha(path: Path) -> str:
 def test_split_then_join_is_identity(tmp_path, store):
     total = Path(f"{store}.bin").stat().st_size
     res = split_shards(store, 1000, out_dir=tmp_path / "shards", hashes_path=tmp_path / "sums.txt", progress=False)
-    n = -(-total // 1000)
-    assert res["count"] == n and len(res["shards"]) == n
+    n = total // 1000 + 1
+    assert total % 1000 and res["count"] == n and len(res["shards"]) == n
     names = sorted(os.listdir(tmp_path / "shards"))
     assert names == [shard_name("pile_text_document", i, n) for i in range(n)] + ["pile_text_document.idx"]
     assert names[0] == f"pile_text_document-00000-of-{n - 1:05}.bin"
@@ -121,7 +121,7 @@ def test_hash_lines_both_orders(tmp_path):
     p.write_text(f"# comment\n{h}  a.bin\n{h} *b.bin\nc.bin {h.upper()}\n\n")
     assert read_hash_lines(p) == [("a.bin", h), ("b.bin", h), ("c.bin", h)]
     p.write_text("nothex  a.bin\n")
-    with pytest.raises(FormatError, match=r"h\.txt:1: expected 'sha256  filename'"):
+    with pytest.raises(FormatError, match=r"h\.txt:1: expected 'filename sha256' \(Pythia's order\) or 'sha256  "):
         read_hash_lines(p)
 
 
@@ -134,3 +134,51 @@ def test_cli_split_and_join(tmp_path, store, capsys):
     assert joined["items"] == 40 and joined["dtype"] == "uint16"
     assert (tmp_path / "j.bin").read_bytes() == Path(f"{store}.bin").read_bytes()
     assert main(["shards", "join", str(tmp_path / "nothing"), "--out", str(tmp_path / "k")]) == 2
+
+
+def _read_like_pythia(path: Path) -> dict[str, str]:
+    """pythia's utils/checksum_shards.py reading rule: each line stripped and split, filename first."""
+    out = {}
+    for line in path.read_text().splitlines(keepends=True):
+        filename, digest = line.strip().split()
+        out[filename] = digest
+    return out
+
+
+def test_hashes_are_written_in_pythias_order(tmp_path, store):
+    split_shards(store, 1000, out_dir=tmp_path / "sh", hashes_path=tmp_path / "shard_hashes.txt", progress=False)
+    names = sorted(os.listdir(tmp_path / "sh"))
+    text = (tmp_path / "shard_hashes.txt").read_text()
+    assert text.splitlines()[0] == f"{names[0]} {sha(tmp_path / 'sh' / names[0])}"
+    assert _read_like_pythia(tmp_path / "shard_hashes.txt") == {nm: sha(tmp_path / "sh" / nm) for nm in names}
+    assert verify_hashes(tmp_path / "sh", tmp_path / "shard_hashes.txt", progress=False)["ok"]
+    sums = tmp_path / "sha256sum.txt"  # sha256sum's order still verifies
+    sums.write_text("".join(f"{sha(tmp_path / 'sh' / nm)}  {nm}\n" for nm in names))
+    assert verify_hashes(tmp_path / "sh", sums, progress=False)["match"] == len(names)
+
+
+def test_exact_multiple_ends_in_an_empty_shard_as_pythia_writes(tmp_path, store):
+    total = Path(f"{store}.bin").stat().st_size
+    size = total // 2  # uint16 tokens: the .bin has an even number of bytes
+    assert size * 2 == total
+    res = split_shards(store, size, out_dir=tmp_path / "sh", hashes_path=tmp_path / "h.txt", progress=False)
+    # pythia's shard_memmap.py: total // size + 1 shards, named -of-{total // size:05}
+    assert res["count"] == 3
+    names = [shard_name("pile_text_document", i, 3) for i in range(3)]
+    assert names[2] == "pile_text_document-00002-of-00002.bin"
+    assert [Path(p).name for p in res["shards"]] == names
+    assert [(tmp_path / "sh" / nm).stat().st_size for nm in names] == [size, size, 0]
+    assert _read_like_pythia(tmp_path / "h.txt")[names[2]] == hashlib.sha256(b"").hexdigest()
+    joined = join_shards(tmp_path / "sh" / "pile_text_document", tmp_path / "j", progress=False)
+    assert joined["shards"] == 3 and (tmp_path / "j.bin").read_bytes() == Path(f"{store}.bin").read_bytes()
+
+    # the same bytes without the empty shard (as split wrote them before): join accepts that too
+    old = tmp_path / "old"
+    old.mkdir()
+    data = Path(f"{store}.bin").read_bytes()
+    for i in range(2):
+        (old / shard_name("pile_text_document", i, 2)).write_bytes(data[i * size : (i + 1) * size])
+    (old / "pile_text_document.idx").write_bytes(Path(f"{store}.idx").read_bytes())
+    joined = join_shards(old / "pile_text_document", tmp_path / "k", progress=False)
+    assert joined["shards"] == 2 and joined["items"] == 40
+    assert (tmp_path / "k.bin").read_bytes() == data

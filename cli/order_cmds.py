@@ -13,8 +13,8 @@ import time
 from pile_index.atomic import save_npy
 from pile_index.documents import documents_for, tokenizer_for
 from pile_index.errors import ConfigError, QueryError
-from pile_index.order import index_map_paths
-from pile_index.provenance import TrainingOrder, describe_sample, verify_orders
+from pile_index.order import MAX_EPOCHS, build_plan, index_map_paths
+from pile_index.provenance import TrainingOrder, describe_batch, describe_sample, verify_orders
 
 from .order_options import add_order_options, open_order_from_args
 from .output import add_json_flag, emit
@@ -30,11 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = osub.add_parser("build", help="build (or reuse) the index maps and their inverse files beside PREFIX")
     b.add_argument("prefix", nargs="+", help=PREFIX_HELP)
+    b.add_argument("--max-epochs", type=int, default=MAX_EPOCHS,
+                   help=f"refuse to build an order of more epochs than this (default {MAX_EPOCHS}); the epochs "
+                        "and bytes are computed before anything is written")
     add_order_options(b)
     add_json_flag(b)
     b.set_defaults(func=cmd_order_build)
 
-    s = osub.add_parser("stats", help="epochs, samples, documents seen 0/1/2+ times, first repeated document")
+    s = osub.add_parser("stats", help="epochs first, then samples, documents seen 0/1/2+ times, first repeated "
+                                      "document")
     s.add_argument("prefix", nargs="+", help=PREFIX_HELP)
     add_order_options(s)
     add_json_flag(s)
@@ -60,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("batch", help="rows of steps S..S2 as one .npy (rows, seq_length + 1)")
+    p = sub.add_parser("batch", help="rows of steps S..S2 as one .npy (rows, seq_length + 1); prints which "
+                                     "steps are trained")
     p.add_argument("prefix", nargs="+", help=PREFIX_HELP)
     p.add_argument("--step", type=int, required=True, help="first step")
     p.add_argument("--to", type=int, default=None, help="last step, inclusive (default: --step)")
@@ -87,12 +92,14 @@ def cmd_order_build(args: argparse.Namespace) -> int:
     if args.preshuffled:
         raise ConfigError("order build makes index maps for a raw store; a preshuffled store needs none (drop --preshuffled)")
     t0 = time.perf_counter()
-    order = _raw(open_order_from_args(args, args.prefix, build=True, progress=not args.json), "order build")
+    order = _raw(open_order_from_args(args, args.prefix, build=True, progress=not args.json,
+                                      max_epochs=args.max_epochs), "order build")
     maps = order.maps
     files = {k: str(v) for k, v in index_map_paths(order.store.prefix, order.cfg).items()}
     files.update({k: str(v) for k, v in order.inverse_paths().items()})
     emit({
         "epochs": maps.epochs,
+        "bytes": build_plan(order.store.sizes, order.cfg)["bytes"],
         "tokens_per_epoch": maps.tokens_per_epoch,
         "documents": order.n_docs,
         "samples_total": maps.n_samples_total,
@@ -136,10 +143,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     order = open_order_from_args(args, args.prefix)
     if not str(args.out).endswith(".npy"):
         raise QueryError(f"--out {args.out}: expected a .npy file name")
-    rows = order.batch(args.step, args.to)
+    rows, record = describe_batch(order, args.step, args.to)
     save_npy(args.out, rows)
-    emit({"out": str(args.out), "rows": int(rows.shape[0]), "shape": list(rows.shape), "dtype": str(rows.dtype),
-          "first_sample_index": order.sample_index(args.step, 0)}, args.json)
+    emit({"out": str(args.out), "shape": list(rows.shape), "dtype": str(rows.dtype), **record}, args.json)
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pile_index.order import PRESETS, OrderConfig, order_config
+from pile_index.order import MAX_EPOCHS, PRESETS, OrderConfig, order_config
 from pile_index.provenance import Order, open_order
 from pile_index.store import TokenStore
 
@@ -37,9 +37,9 @@ def order_config_from_args(args: argparse.Namespace, n_items: int | None = None)
 
 
 def open_order_from_args(args: argparse.Namespace, prefixes: str | Sequence[str], build: bool = False,
-                         progress: bool = False) -> Order:
+                         progress: bool = False, max_epochs: int | None = MAX_EPOCHS) -> Order:
     """Open PREFIX (one or several parts) in the training order the options name."""
     store = TokenStore(prefixes)
     cfg = order_config_from_args(args, n_items=len(store))
     return open_order(store, cfg, preshuffled=bool(getattr(args, "preshuffled", False)), build=build,
-                      progress=progress)
+                      progress=progress, max_epochs=max_epochs)

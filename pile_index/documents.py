@@ -13,7 +13,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from .docstore import DocumentTable
-from .errors import NotFoundError
+from .errors import NotFoundError, QueryError
 from .store import TokenStore
 from .tokenizer import load_tokenizer
 
@@ -63,7 +63,9 @@ def document_view(
     if not 0 <= doc_id < n:
         raise NotFoundError(f"doc_id {doc_id:,} does not exist; the store has doc_ids 0..{n - 1:,}")
     size = int(store.sizes[doc_id])
-    offset = min(offset, size)
+    if not 0 <= offset < max(size, 1):
+        raise QueryError(f"offset {offset:,} is out of range: document {doc_id:,} has {size:,} tokens, so offset "
+                         f"must be 0..{max(size - 1, 0):,}")
     length = size - offset if limit is None else min(limit, size - offset)
     tokens = store.get(doc_id, offset, length)
     ids = [int(t) for t in tokens.tolist()]

@@ -39,13 +39,17 @@ import numba
 import numpy as np
 
 from .atomic import save_npy
-from .errors import ConfigError, FormatError, NotFoundError
+from .errors import ConfigError, FormatError, LimitError, NotFoundError
 from .indexed import IndexedDataset, strip_prefix
 from .store import TokenStore
 
 log = logging.getLogger(__name__)
 
 MAP_KINDS = ("doc_idx", "sample_idx", "shuffle_idx")
+
+MAX_EPOCHS = 100
+"""Default ``max_epochs``: the most epochs ``order build`` writes without being told to (a ``num_samples``
+meant for the Pile, 147M rows, on a 1.2M-token store asks for 256,594 epochs and 2.8 GB of files)."""
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -171,6 +175,49 @@ def num_epochs(tokens_per_epoch: int, seq_length: int, num_samples: int) -> int:
 def num_samples_total(epochs: int, tokens_per_epoch: int, seq_length: int) -> int:
     """S = (E*T - 1) // L: rows of sample_idx minus one, entries of shuffle_idx."""
     return (int(epochs) * int(tokens_per_epoch) - 1) // int(seq_length)
+
+
+_NPY_HEADER = 128  # bytes np.save writes before the data of a 1-D or 2-D array
+
+
+def build_plan(sizes: np.ndarray, cfg: OrderConfig) -> dict[str, int | dict[str, int]]:
+    """What ``order build`` would write for item ``sizes``, computed from the formats before anything is built:
+    epochs, samples and the bytes of each index map and inverse file."""
+    n = int(sizes.shape[0])
+    t = int(np.sum(sizes, dtype=np.int64))
+    e = num_epochs(t, cfg.seq_length, cfg.num_samples)
+    s = num_samples_total(e, t, cfg.seq_length)
+    shuffle_item = 8 if s >= np.iinfo(np.uint32).max - 1 else 4
+    files = {"doc_idx": 4 * e * n, "sample_idx": 8 * (s + 1), "shuffle_idx": shuffle_item * s,
+             "doc_idx_inverse": 4 * e * n, "shuffle_idx_inverse": shuffle_item * s}
+    files = {k: v + _NPY_HEADER for k, v in files.items()}
+    return {"epochs": e, "tokens_per_epoch": t, "documents": n, "samples_total": s, "bytes": sum(files.values()),
+            "file_bytes": files}
+
+
+def _human_bytes(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+def check_build_size(sizes: np.ndarray, cfg: OrderConfig, max_epochs: int | None = MAX_EPOCHS) -> dict:
+    """The :func:`build_plan`, or LimitError ``max_epochs`` when it needs more epochs than that (None: no bound)."""
+    plan = build_plan(sizes, cfg)
+    if max_epochs is None:
+        return plan
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
+        raise ConfigError(f"max_epochs: expected a positive number of epochs, found {max_epochs!r}")
+    e, t = int(plan["epochs"]), int(plan["tokens_per_epoch"])
+    if e > max_epochs:
+        fits = (int(max_epochs) * t - 1) // cfg.seq_length
+        raise LimitError(
+            f"num_samples {cfg.num_samples:,} x seq_length {cfg.seq_length:,} needs {e:,} epochs of this store's "
+            f"{t:,} tokens ({plan['documents']:,} documents) and {_human_bytes(int(plan['bytes']))} of index maps "
+            f"and inverse files; the bound is max_epochs={int(max_epochs):,}. Nothing was written. Lower num_samples "
+            f"(at most {fits:,} samples fit in {int(max_epochs):,} epochs) or raise max_epochs", "max_epochs")
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------- kernels
@@ -396,8 +443,9 @@ def _load_checked(paths: dict[str, Path], n_docs: int, t: int, e: int, s: int, p
 def _check_maps_kernel(sizes, doc_idx, sample_idx, shuffle_idx, seen):
     """(code, index) of the first entry that would make a look-up read out of bounds; (0, 0) if none.
 
-    1: doc_idx value not a document; 2: sample_idx position outside doc_idx or decreasing; 3: sample_idx
-    offset outside its document; 4: shuffle_idx value not a sample; 5: shuffle_idx value repeated."""
+    Codes are :data:`MAP_PROBLEMS`: 1 doc_idx value not a document; 2 sample_idx position outside doc_idx
+    or decreasing; 3 sample_idx offset outside its document; 4 shuffle_idx value not a sample; 5 shuffle_idx
+    value repeated."""
     n = sizes.shape[0]
     m = doc_idx.shape[0]
     for i in range(m):
@@ -427,28 +475,77 @@ def _check_maps_kernel(sizes, doc_idx, sample_idx, shuffle_idx, seen):
     return 0, 0
 
 
-_MAP_PROBLEMS = {
+MAP_PROBLEMS = {
+    # code: (file kind, what its entry should have been). The numba kernels that read the maps
+    # (here and in provenance.py) return these codes with the entry's index; map_error names the file.
+    # (9 is provenance's "row pieces do not add up to seq_length + 1 tokens", which names no single entry.)
     1: ("doc_idx", "a document index below the store's {n:,} documents"),
     2: ("sample_idx", "a doc_idx position inside doc_idx, non-decreasing"),
     3: ("sample_idx", "a token offset inside its document"),
     4: ("shuffle_idx", "a sample index below {s:,}"),
     5: ("shuffle_idx", "each sample index once (a permutation)"),
+    6: ("doc_idx_inverse", "the doc_idx positions of its document, ascending (doc_idx[entry] is that document)"),
+    7: ("shuffle_idx_inverse", "the sample index k with shuffle_idx[k] equal to the entry's index"),
+    8: ("sample_idx", "a row that spans at most {span:,} doc_idx positions (seq_length + 1 tokens and the "
+                      "store's empty documents)"),
+    10: ("doc_idx", "every document as often as there are epochs (E shuffled copies of each document)"),
 }
 
 
-def check_index_maps(maps: IndexMaps, sizes: np.ndarray, paths: dict[str, Path], prefix: str, cfg: OrderConfig) -> None:
-    """One pass over the maps so that no look-up can read out of bounds (the kernels do not bounds-check).
+def map_error(code: int, index: int, arrays: dict[str, np.ndarray], paths: dict[str, Path], n_docs: int,
+              prefix: str, cfg: OrderConfig, max_span: int | None = None) -> FormatError:
+    """The FormatError for a kernel's (code, index): names the file, the entry, what was expected and found,
+    and the command that rebuilds it. ``arrays`` / ``paths`` hold the maps (and inverse files) by kind."""
+    kind, want = MAP_PROBLEMS[int(code)]
+    a = arrays[kind]
+    i = int(index)
+    found = a[i].tolist() if 0 <= i < a.shape[0] else "(no such entry)"
+    s = int(arrays["shuffle_idx"].shape[0])
+    want = want.format(n=n_docs, s=s, span=max_span if max_span is not None else int(arrays["doc_idx"].shape[0]))
+    extra = ""
+    if kind == "doc_idx_inverse":
+        extra = " (this file or doc_idx is damaged)"
+    elif kind == "shuffle_idx_inverse":
+        extra = " (this file or shuffle_idx is damaged)"
+    return FormatError(
+        f"{paths[kind]}: entry {i:,}: expected {want}, found {found}{extra}; the file is corrupt or belongs to "
+        f"another store: delete the index maps and inverse files and run `{build_command(prefix, cfg)}`"
+    )
 
-    The result is remembered in ``X_checked.json`` beside the maps, keyed by the files' sizes and mtimes and
-    the store's sizes, so the pass runs once per set of files (about 1 s per 300M entries)."""
+
+def checked_marker_path(paths: dict[str, Path]) -> Path:
+    """``X_checked.json`` beside the maps: remembers that :func:`check_index_maps` passed on these files."""
+    return Path(str(paths["doc_idx"]).removesuffix("_doc_idx.npy") + "_checked.json")
+
+
+def checked_marker_key(paths: dict[str, Path], sizes: np.ndarray) -> dict:
+    """What the marker must hold to be trusted: per file its size, mtime, ctime, inode and device, and a hash
+    of the store's sizes. A user can set an mtime back (``touch -d``) but not a ctime: any write or
+    ``utime`` moves it, so a file changed in place after the check is checked again."""
     import hashlib
+
+    files = {}
+    for kind, p in sorted(paths.items()):
+        st = p.stat()
+        files[kind] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                       "inode": st.st_ino, "device": st.st_dev}
+    return {"version": 2, "files": files,
+            "sizes": hashlib.sha256(np.ascontiguousarray(sizes).tobytes()).hexdigest()}
+
+
+def check_index_maps(maps: IndexMaps, sizes: np.ndarray, paths: dict[str, Path], prefix: str, cfg: OrderConfig) -> None:
+    """One pass over the maps: every value in range, sample_idx monotone, shuffle_idx a permutation.
+
+    The result is remembered in ``X_checked.json`` (:func:`checked_marker_key`), so the pass runs once per set
+    of files (about 1 s per 300M entries). The marker only saves time: the kernels that read the maps check
+    every value they follow, so a marker that lies (forged, or a file changed behind it) still ends in a
+    FormatError, never in an out-of-bounds read."""
     import json
 
     from .atomic import write_bytes
 
-    marker = Path(str(paths["doc_idx"]).removesuffix("_doc_idx.npy") + "_checked.json")
-    stats = {k: [p.stat().st_size, p.stat().st_mtime_ns] for k, p in sorted(paths.items())}
-    key = {"files": stats, "sizes": hashlib.sha256(np.ascontiguousarray(sizes).tobytes()).hexdigest()}
+    marker = checked_marker_path(paths)
+    key = checked_marker_key(paths, sizes)
     try:
         if json.loads(marker.read_text()) == key:
             return
@@ -457,13 +554,8 @@ def check_index_maps(maps: IndexMaps, sizes: np.ndarray, paths: dict[str, Path],
     seen = np.zeros(maps.shuffle_idx.shape[0], dtype=np.bool_)
     code, i = _check_maps_kernel(np.asarray(sizes), maps.doc_idx, maps.sample_idx, maps.shuffle_idx, seen)
     if code:
-        kind, want = _MAP_PROBLEMS[int(code)]
-        found = maps.sample_idx[i].tolist() if kind == "sample_idx" else int(getattr(maps, kind)[i])
-        raise FormatError(
-            f"{paths[kind]}: entry {int(i):,}: expected {want.format(n=len(sizes), s=maps.shuffle_idx.shape[0])}, "
-            f"found {found}; the file is corrupt or belongs to another store: delete the index maps and run "
-            f"`{build_command(prefix, cfg)}`"
-        )
+        arrays = {"doc_idx": maps.doc_idx, "sample_idx": maps.sample_idx, "shuffle_idx": maps.shuffle_idx}
+        raise map_error(int(code), int(i), arrays, paths, len(sizes), prefix, cfg)
     try:
         write_bytes(marker, json.dumps(key).encode())
     except OSError:
@@ -484,9 +576,11 @@ def load_index_mappings(store_prefix: TokenStore | str | os.PathLike, cfg: Order
     return maps
 
 
-def build_index_mappings(store: TokenStore | str | os.PathLike, cfg: OrderConfig, progress: bool = True) -> IndexMaps:
+def build_index_mappings(store: TokenStore | str | os.PathLike, cfg: OrderConfig, progress: bool = True,
+                         max_epochs: int | None = MAX_EPOCHS) -> IndexMaps:
     """Load the cached maps if all three exist, else build all three (as GPT-NeoX does: one missing file
-    rebuilds all, since both shuffles share one RNG stream) and save each atomically. Returns memmaps."""
+    rebuilds all, since both shuffles share one RNG stream) and save each atomically. Returns memmaps.
+    Building more than ``max_epochs`` epochs is refused before anything is written (None: no bound)."""
     cfg.validate()
     prefix, sizes = _sizes_of(store)
     paths = index_map_paths(prefix, cfg)
@@ -497,12 +591,14 @@ def build_index_mappings(store: TokenStore | str | os.PathLike, cfg: OrderConfig
         maps = _load_checked(paths, n_docs, t, e, s, prefix, cfg)
         check_index_maps(maps, sizes, paths, prefix, cfg)
         return maps
-    write_index_mappings(sizes, cfg, prefix, progress=progress)
+    write_index_mappings(sizes, cfg, prefix, progress=progress, max_epochs=max_epochs)
     return _load_checked(paths, n_docs, t, e, s, prefix, cfg)
 
 
-def write_index_mappings(sizes: np.ndarray, cfg: OrderConfig, prefix: str | os.PathLike, progress: bool = True) -> None:
+def write_index_mappings(sizes: np.ndarray, cfg: OrderConfig, prefix: str | os.PathLike, progress: bool = True,
+                         max_epochs: int | None = MAX_EPOCHS) -> None:
     """Build the three maps for item ``sizes`` and save each atomically under GPT-NeoX's names for ``prefix``.
+    More than ``max_epochs`` epochs is a LimitError raised before anything is written (None: no bound).
 
     Peak memory: doc_idx (4 bytes x E*N) + sample_idx (8 bytes x S) beside ``sizes``; each array is written
     and dropped before the next is built.
@@ -510,10 +606,9 @@ def write_index_mappings(sizes: np.ndarray, cfg: OrderConfig, prefix: str | os.P
     cfg.validate()
     paths = index_map_paths(prefix, cfg)
     sizes = np.ascontiguousarray(sizes, dtype=np.int32)
+    plan = check_build_size(sizes, cfg, max_epochs)
     n_docs = int(sizes.shape[0])
-    t = int(np.sum(sizes, dtype=np.int64))
-    e = num_epochs(t, cfg.seq_length, cfg.num_samples)
-    s = num_samples_total(e, t, cfg.seq_length)
+    t, e, s = int(plan["tokens_per_epoch"]), int(plan["epochs"]), int(plan["samples_total"])
     bar = _stage_bar(progress, 3, "order build")
     rng = np.random.RandomState(seed=cfg.seed)
     t0 = time.perf_counter()

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pile_index.errors import ConfigError, FormatError, NotFoundError
+from pile_index.errors import ConfigError, FormatError, LimitError, NotFoundError
 from pile_index.indexed import write_indexed
 from pile_index.order import (
     PRESETS,
     OrderConfig,
     build_doc_idx,
     build_index_mappings,
+    build_plan,
     build_sample_idx,
     build_shuffle_idx,
     index_map_paths,
@@ -30,6 +32,7 @@ from pile_index.order import (
     num_epochs,
     order_config,
 )
+from pile_index.provenance import open_order
 from pile_index.store import TokenStore
 
 # ------------------------------------------------------------------------------------------ references
@@ -257,3 +260,26 @@ def test_config_validation_and_presets():
                        (dict(train_steps=-1), "train_steps"), (dict(seq_length=2.5), "seq_length")):
         with pytest.raises(ConfigError, match=f"OrderConfig.{field}"):
             order_config(**{**dict(seed=1, seq_length=8, num_samples=4), **bad})
+
+
+def test_build_refuses_too_many_epochs_before_writing(tmp_path):
+    # 1,000 tokens and num_samples 10,000 of 16 tokens: 161 epochs (the Pythia preset on a small store
+    # asked for 256,594); nothing is written, and the message has the figures and both ways out
+    prefix = _store(tmp_path, [100] * 10)
+    cfg = OrderConfig(seed=1, seq_length=16, num_samples=10_000)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    plan = build_plan(np.full(10, 100, np.int32), cfg)
+    assert plan["epochs"] == 161 and plan["samples_total"] == 10_062
+    assert plan["bytes"] == sum(plan["file_bytes"].values()) == 4 * 1610 * 2 + 8 * 10_063 + 4 * 10_062 * 2 + 5 * 128
+    for build in (lambda: build_index_mappings(prefix, cfg, progress=False),
+                  lambda: open_order(prefix, cfg, build=True)):
+        with pytest.raises(LimitError, match=r"needs 161 epochs of this store's 1,000 tokens .*the bound is "
+                                             r"max_epochs=100\. Nothing was written\. Lower num_samples \(at most "
+                                             r"6,249 samples fit in 100 epochs\) or raise max_epochs") as e:
+            build()
+        assert e.value.setting == "max_epochs"
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    open_order(prefix, OrderConfig(seed=1, seq_length=16, num_samples=6_249), build=True)  # 100 epochs: built
+    assert open_order(prefix, cfg, build=True, max_epochs=200).epochs == 161
+    with pytest.raises(ConfigError, match="max_epochs"):
+        build_index_mappings(prefix, replace(cfg, num_samples=20_000), max_epochs=0)

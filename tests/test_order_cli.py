@@ -124,3 +124,46 @@ def test_api_routes(stores, capsys):
         r = client.get("/v1/documents/5/steps")
         assert r.status_code == 400 and "preshuffled" in r.json()["error"]["message"]
     assert len(IndexedDataset(pre)) == order.num_samples
+
+
+def test_untrained_rows_say_so(stores, capsys):
+    """train_steps 20 of the 27 steps the order has: rows of step 20 on exist but were never trained on."""
+    folder, raw = stores
+    open_order(raw, CFG, build=True)
+    opts = [*OPTS, "--train-steps", 20]
+    rc, out, _ = run(capsys, "sample", raw, *opts, "--step", 20, "--slot", 1, "--json")
+    assert rc == 0 and json.loads(out)["trained"] is False and json.loads(out)["sample_index"] == 81
+    rc, out, _ = run(capsys, "sample", raw, *opts, "--step", 19, "--slot", 3, "--json")
+    assert rc == 0 and json.loads(out)["trained"] is True
+    rc, out, _ = run(capsys, "batch", raw, *opts, "--step", 18, "--to", 22, "--out", folder / "t.npy", "--json")
+    meta = json.loads(out)
+    assert rc == 0 and meta["rows"] == 20 and meta["train_steps"] == 20
+    assert meta["trained"] == [True, True, False, False, False] and meta["trained_rows"] == 8
+    # doc-steps keeps listing trained rows only
+    rc, out, _ = run(capsys, "doc-steps", raw, *opts, 9, "--json")
+    assert rc == 0 and all(o["sample_index"] < 80 for o in json.loads(out)["occurrences"])
+
+    settings = Settings(prefixes=[raw], seed=5, seq_length=32, num_samples=100, batch_size=4, train_steps=20)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/samples/20/1").json()["trained"] is False
+        assert client.get("/v1/samples/19/3").json()["trained"] is True
+        body = client.get("/v1/batches/19", params={"to": 20}).json()
+        assert body["trained"] == [True, False] and body["trained_rows"] == 4 and body["train_steps"] == 20
+        r = client.get("/v1/batches/19", params={"to": 20, "format": "npy"})
+        assert r.headers["x-trained-rows"] == "4" and r.headers["x-train-steps"] == "20"
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+        assert "trained" in schema["Sample"]["required"] and "trained" in schema["Batch"]["required"]
+
+
+def test_order_build_refuses_too_many_epochs(stores, capsys):
+    folder, raw = stores
+    many = ["--seed", "5", "--seq-length", "32", "--num-samples", "10000", "--batch-size", "4"]
+    before = sorted(p.name for p in folder.iterdir())
+    rc, _, err = run(capsys, "order", "build", raw, *many)
+    assert rc == 2 and "needs 272 epochs" in err and "max_epochs=100" in err and "Nothing was written" in err
+    assert "Lower num_samples (at most 3,681 samples fit in 100 epochs)" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in folder.iterdir()) == before
+    rc, out, _ = run(capsys, "order", "stats", raw, *OPTS)
+    assert rc == 0 and out.splitlines()[0] == "epochs: 3"
+    rc, out, _ = run(capsys, "order", "build", raw, *OPTS, "--json")
+    assert rc == 0 and list(json.loads(out))[:2] == ["epochs", "bytes"]

@@ -11,10 +11,10 @@ import io
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pile_index.errors import ConfigError, LimitError
-from pile_index.provenance import TrainingOrder, describe_sample
+from pile_index.provenance import TrainingOrder, describe_batch, describe_sample
 
 from ..params import MAX_INT, Id
 from ..schemas import DocumentMeta, model_json
@@ -37,6 +37,7 @@ class Sample(BaseModel):
     step: int
     slot: int
     sample_index: int
+    trained: bool = Field(description="whether training read this row: sample_index < train_steps x batch size")
     tokens: list[int]
     spans: list[Span] | None
     text: str | None = None
@@ -48,6 +49,9 @@ class Batch(BaseModel):
     first_sample_index: int
     rows: int
     seq_length: int
+    train_steps: int
+    trained: list[bool] = Field(description="one per step of step..to_step: whether training read that step's rows")
+    trained_rows: int = Field(description="the first trained_rows rows are trained rows, the rest never were")
     tokens: list[list[int]]
 
 
@@ -78,7 +82,9 @@ def get_sample(request: Request, step: Id, slot: Id,
 
 @router.get("/batches/{step}", response_model=Batch,
             summary="Rows of steps step..to as JSON, or as one .npy with format=npy",
-            responses={200: {"content": {"application/x-npy": {}}}})
+            responses={200: {"content": {"application/x-npy": {}},
+                             "description": "JSON, or with format=npy the rows as one .npy; its headers "
+                                            "X-Train-Steps and X-Trained-Rows say which rows are trained"}})
 def get_batch(request: Request, step: Id,
               to: int | None = Query(None, ge=0, le=MAX_INT, description="last step, inclusive (default: step)"),
               format: str = Query("json", pattern="^(json|npy)$", description="json, or npy for a binary array")):
@@ -90,13 +96,14 @@ def get_batch(request: Request, step: Id,
     if n_rows > cap:
         raise LimitError(f"steps {step:,}..{to_step:,} are {n_rows:,} rows; max_rows_per_request={cap:,}. "
                          f"Ask for fewer steps per request", "max_rows_per_request")
-    rows = order.batch(step, to_step)
+    rows, record = describe_batch(order, step, to_step)
     if format == "npy":
         buf = io.BytesIO()
         np.save(buf, rows, allow_pickle=False)
-        return Response(content=buf.getvalue(), media_type="application/x-npy")
-    return model_json(Batch, dict(step=step, to_step=to_step, first_sample_index=order.sample_index(step, 0),
-                                  rows=int(rows.shape[0]), seq_length=order.seq_length, tokens=rows.tolist()))
+        return Response(content=buf.getvalue(), media_type="application/x-npy",
+                        headers={"X-Train-Steps": str(record["train_steps"]),
+                                 "X-Trained-Rows": str(record["trained_rows"])})
+    return model_json(Batch, {**record, "tokens": rows.tolist()})
 
 
 @router.get("/documents/{doc_id}/steps", response_model=DocSteps,

@@ -28,3 +28,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+FUZZ_FULL_ENV = "PILE_INDEX_FUZZ_FULL"
+
+
+@pytest.fixture(scope="session")
+def fuzz_count():
+    """``fuzz_count(full)``: the number of mutations a fuzz test runs. ``PILE_INDEX_FUZZ_FULL=1`` runs ``full``
+    (the README's counts); by default a quarter, the first quarter of the same seeded sequence."""
+    full_run = os.environ.get(FUZZ_FULL_ENV) == "1"
+    return lambda full: full if full_run else full // 4

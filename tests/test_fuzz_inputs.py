@@ -1,9 +1,9 @@
 """Fuzzing the other inputs: mutated index maps (.npy) and mutated .jsonl / .jsonl.zst corpora.
 
-Together with tests/test_fuzz_indexed.py (10,000 mutated .idx/.bin pairs) this is over 14,000 mutated
-inputs in a bounded run. Each one ends in a named PileIndexError or in a correct result: rows equal a plain
-reading of the (mutated) maps with GPT2Dataset's semantics; ingested items equal the tokenization of exactly
-the lines that parse."""
+Together with tests/test_fuzz_indexed.py (10,000 mutated .idx/.bin pairs) this is 14,000 mutated inputs
+with ``PILE_INDEX_FUZZ_FULL=1`` and a quarter of them (the first quarter of each sequence) by default. Each
+one ends in a named PileIndexError or in a correct result: rows equal a plain reading of the (mutated) maps
+with GPT2Dataset's semantics; ingested items equal the tokenization of exactly the lines that parse."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pile_index.errors import FormatError
 from pile_index.order import OrderConfig, index_map_paths
 from pile_index.provenance import open_order
 
-MAP_MUTATIONS = 2000
+MAP_MUTATIONS = 2000  # full runs; see the fuzz_count fixture
 JSONL_MUTATIONS = 1000
 ZSTD_MUTATIONS = 1000
 
@@ -42,7 +42,7 @@ def _ref_row(tokens_of, doc_idx, sample_idx, shuffle_idx, k):
 
 
 @pytest.mark.slow
-def test_mutated_index_maps(tmp_path):
+def test_mutated_index_maps(tmp_path, fuzz_count):
     rng = np.random.default_rng(7)
     docs = [rng.integers(0, 100, size=int(rng.integers(0, 40))).astype(np.uint16) for _ in range(40)]
     write_indexed(tmp_path / "s", docs, np.uint16)
@@ -53,7 +53,8 @@ def test_mutated_index_maps(tmp_path):
     paths = index_map_paths(store.prefix, cfg)
     pristine = {k: p.read_bytes() for k, p in paths.items()}
     outcomes = {"error": 0, "rows": 0}
-    for i in range(MAP_MUTATIONS):
+    n_runs = fuzz_count(MAP_MUTATIONS)
+    for i in range(n_runs):
         kind = list(paths)[i % 3]
         data = bytearray(pristine[kind])
         how = int(rng.integers(0, 4))
@@ -85,7 +86,7 @@ def test_mutated_index_maps(tmp_path):
             want = _ref_row(store.get, arrays["doc_idx"], arrays["sample_idx"], arrays["shuffle_idx"], int(k))
             np.testing.assert_array_equal(rows[k], want)
         outcomes["rows"] += 1
-    assert outcomes["error"] > MAP_MUTATIONS // 2 and outcomes["rows"] > MAP_MUTATIONS // 20, outcomes
+    assert outcomes["error"] > n_runs // 2 and outcomes["rows"] > n_runs // 20, outcomes
 
 
 def _tokenizer() -> Tokenizer:
@@ -146,12 +147,12 @@ def _zstd_prefix(data: bytes) -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("compressed", [False, True])
-def test_mutated_jsonl_and_zstd_inputs(tmp_path, compressed):
+def test_mutated_jsonl_and_zstd_inputs(tmp_path, compressed, fuzz_count):
     rng = np.random.default_rng(11 if compressed else 13)
     tok = _tokenizer()
     base = ("\n".join(_lines(rng, 12)) + "\n").encode()
     cctx = zstandard.ZstdCompressor(level=3)
-    n_runs = ZSTD_MUTATIONS if compressed else JSONL_MUTATIONS
+    n_runs = fuzz_count(ZSTD_MUTATIONS if compressed else JSONL_MUTATIONS)
     counts = {"clean": 0, "problems": 0}
     for i in range(n_runs):
         raw = bytearray(cctx.compress(base) if compressed else base)

@@ -96,9 +96,9 @@ def _read_lines(cfg: AttachConfig, tok: Tokenizer, dtype: np.dtype, lines_prefix
     per_file = []
     bar = None
     if cfg.progress:
-        from tqdm import tqdm
+        from pile_index.progress import progress_bar
 
-        bar = tqdm(desc="attach: tokenize", unit=" lines")
+        bar = progress_bar(desc="attach: tokenize", unit=" lines")
     with IndexedDatasetWriter(lines_prefix, dtype) as w:
 
         def flush(name: str, docs: list[ParsedLine]) -> None:

@@ -162,9 +162,10 @@ def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
 
 def build_server(app: Any, settings: Settings, log_level: str = "info", base: type[asyncio.Protocol] | None = None):
     """A ``uvicorn.Server`` for ``app`` with the guarded protocol; run it with ``.run(sockets=[sock])``.
-    uvicorn's loggers keep the process's handlers (``log_config=None``): one channel, one format."""
+    uvicorn's loggers keep the process's handlers (``log_config=None``): one channel, one format. The API has
+    no WebSocket route, so upgrades are not offered (``ws="none"``): one protocol to bound, not two."""
     import uvicorn
 
-    config = uvicorn.Config(app, http=guarded_protocol(settings, base), log_level=log_level, log_config=None,
-                            lifespan="on")
+    config = uvicorn.Config(app, http=guarded_protocol(settings, base), ws="none", log_level=log_level,
+                            log_config=None, lifespan="on")
     return uvicorn.Server(config)

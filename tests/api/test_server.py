@@ -130,6 +130,19 @@ def test_silent_sockets_get_a_408_and_idle_keep_alive_ones_a_plain_close(served,
     keep.close()
 
 
+@pytest.mark.parametrize("base", BASES)
+def test_an_upgrade_request_is_plain_http(served, base):
+    def connect(port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        s.sendall(b"GET /v1/corpus HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        return s
+
+    _, s = served(base, connect, header_timeout_s=1.0)
+    assert _read_all(s).startswith(b"HTTP/1.1 200 ")  # no WebSocket protocol outside the connection bounds
+    s.close()
+
+
 def test_settings_route_lists_the_connection_limits(tmp_path):
     from fastapi.testclient import TestClient
 

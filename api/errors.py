@@ -44,7 +44,8 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     404: {"model": ErrorBody, "description": "no such document, sample, dataset or route (type not_found)"},
     413: {"model": ErrorBody, "description": "a named limit was hit; `setting` names it (type limit_exceeded)"},
     422: {"model": ErrorBody, "description": "the request does not match the route's parameters (type invalid_request)"},
-    500: {"model": ErrorBody, "description": "the store on disk is not what it claims (type bad_store)"},
+    500: {"model": ErrorBody, "description": "the store on disk is not what it claims (type bad_store), or a "
+                                             "fault of the service (type internal_error)"},
     504: {"model": ErrorBody, "description": "the request ran past request_timeout_s (type timeout)"},
 }
 
@@ -57,10 +58,16 @@ STATUS: dict[type[PileIndexError], tuple[int, str]] = {
 }
 
 
+def error_content(kind: str, message: str, setting: str | None = None) -> dict:
+    """The one error shape. A lone surrogate in the message (echoed from a client's input) is written as
+    ``\\udXXX`` so the body always encodes as UTF-8."""
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"error": {"type": kind, "message": message, "setting": setting}}
+
+
 def error_response(status: int, kind: str, message: str, setting: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, "setting": setting}},
-                        headers=headers)
+    return JSONResponse(status_code=status, content=error_content(kind, message, setting), headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -83,6 +90,14 @@ def install(app: FastAPI) -> None:
             loc = ".".join(str(x) for x in err.get("loc", ()))
             parts.append(f"{loc}: {err.get('msg')}")
         return error_response(422, "invalid_request", "; ".join(parts))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Last resort (Starlette's ServerErrorMiddleware calls it): a fault of ours, still the one shape; the
+        # traceback goes to the server log, never to the client.
+        log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+        return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); the server log has "
+                              f"the details")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

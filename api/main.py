@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import errors
+from .params import StrictURL
 from .routers import corpus, datasets, documents, ngrams, samples, sql
 from .settings import Settings
-from .state import open_state
+from .state import AppState, open_state
 
 ROUTERS = (corpus, documents, samples, ngrams, sql, datasets)
 
@@ -51,10 +52,13 @@ class RequestTimeLimit:
             await response(scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
+    """The app over ``settings``; ``state`` is what :func:`open_state` opened (`pile-index serve` opens it
+    before binding its port, so a bad input is one error line, not a traceback from the lifespan)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pi = open_state(settings)
+        app.state.pi = state if state is not None else open_state(settings)
         yield
 
     app = FastAPI(
@@ -66,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
 
     app.add_middleware(RequestTimeLimit, seconds=settings.request_timeout_s)
+    app.add_middleware(StrictURL)
     for module in ROUTERS:
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     return app

@@ -32,6 +32,10 @@ class Settings:
     sql_max_rows: int = field(default=10_000, metadata={"help": "rows an SQL query returns before truncation"})
     sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run"})
     request_timeout_s: float = field(default=60.0, metadata={"help": "seconds any request may run"})
+    max_connections: int = field(default=1000, metadata={"help": "open connections the server holds; past it, the "
+                                 "one waiting longest for its request head is closed"})
+    header_timeout_s: float = field(default=10.0, metadata={"help": "seconds a connection may take to send a "
+                                    "complete request head (new, or idle keep-alive)"})
 
     @classmethod
     def describe(cls) -> dict[str, str]:

@@ -1,17 +1,21 @@
-"""What the service holds while it runs: the store, its document table and tokenizer, opened read-only
-once in the lifespan (never at import)."""
+"""What the service holds while it runs: the store, its document table, tokenizer, order and datasets, opened
+read-only once before the service starts (never at import)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import duckdb
 from tokenizers import Tokenizer
 
+from pile_index.dataset_query import DatasetQuery
 from pile_index.docstore import DocumentTable
-from pile_index.errors import ConfigError
+from pile_index.documents import documents_for
+from pile_index.errors import ConfigError, FormatError
 from pile_index.order import order_config
 from pile_index.provenance import Order, open_order
 from pile_index.store import TokenStore
@@ -46,12 +50,36 @@ class AppState:
             return self.cache["order"]
 
 
+ORDER_SETTINGS = ("order_preset", "seed", "seq_length", "num_samples", "name", "batch_size", "train_steps")
+
+
 def open_state(settings: Settings) -> AppState:
-    """Open the store named by ``settings.prefixes`` (and its documents table and tokenizer if present)."""
+    """Open and check everything ``settings`` names, so a bad input fails the start, not every request: the
+    store (``prefixes``), its documents table, the tokenizer, the training order (index maps memmapped and
+    range-checked) when any order setting is given, and every dataset folder."""
     if not settings.prefixes:
         raise ConfigError("Settings.prefixes is empty; pass at least one PREFIX to `pile-index serve`")
     store = TokenStore(settings.prefixes)
-    documents = DocumentTable(store.documents_path()) if store.documents_path().is_file() else None
+    documents = documents_for(store)
     tokenizer = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
+    state = AppState(settings=settings, store=store, documents=documents, tokenizer=tokenizer)
+    if settings.preshuffled or any(getattr(settings, k) is not None for k in ORDER_SETTINGS):
+        _ = state.order  # opened now: missing index maps or a bad option are a start-up error
+    state.cache["datasets"] = open_datasets(settings.datasets)
     log.info("opened %s: %s items, %s tokens", store.prefix, f"{len(store):,}", f"{store.n_tokens:,}")
-    return AppState(settings=settings, store=store, documents=documents, tokenizer=tokenizer)
+    return state
+
+
+def open_datasets(folders: list[str]) -> dict[str, DatasetQuery]:
+    """Dataset name (the folder's base name) -> its query object; two folders of one name are refused."""
+    out: dict[str, DatasetQuery] = {}
+    for d in folders:
+        name = Path(d).name
+        if name in out:
+            raise ConfigError(f"datasets: {d} and {out[name].folder} are both named {name!r} (datasets are served "
+                              f"by folder name); rename one folder")
+        try:
+            out[name] = DatasetQuery(Path(d))
+        except duckdb.Error as e:
+            raise FormatError(f"{d}: not a readable dataset folder ({e}); rebuild it with `pile-index dataset build`") from e
+    return out

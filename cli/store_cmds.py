@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
+from dataclasses import fields
 
 from pile_index.documents import document_view, documents_for, tokenizer_for
+from pile_index.errors import ConfigError
 from pile_index.stats import corpus_info
 from pile_index.store import TokenStore
 
@@ -38,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", help="tokenizer.json or hub id (default: PREFIX.tokenizer.json if present)")
     p.add_argument("--dataset", action="append", default=[], metavar="DIR",
                    help="serve a built dataset folder under /v1/datasets/{name} (repeatable)")
+    p.add_argument("--setting", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a named limit, e.g. --setting max_connections 200 (repeatable; the names, defaults "
+                        "and help: GET /v1/settings, or the README's limits table)")
     add_order_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -60,6 +67,28 @@ def cmd_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def limit_settings() -> dict[str, type]:
+    """The settings ``--setting`` may change (the numeric limits) -> their type."""
+    from api.settings import Settings
+
+    return {f.name: type(f.default) for f in fields(Settings) if type(f.default) in (int, float)}
+
+
+def parse_setting(name: str, value: str) -> int | float:
+    """``--setting NAME VALUE``: a known limit and a positive number of its type (an int in ASCII digits)."""
+    kinds = limit_settings()
+    if name not in kinds:
+        raise ConfigError(f"--setting {name}: no such setting; expected one of {', '.join(sorted(kinds))}")
+    if kinds[name] is int:
+        if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < 1:
+            raise ConfigError(f"--setting {name} {value!r}: expected a positive integer in ASCII digits")
+        return int(value)
+    number = float(value) if re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,12})?([eE]-?[0-9]{1,3})?", value) else math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"--setting {name} {value!r}: expected a positive number like 2.5 or 1e-3")
+    return number
+
+
 def settings_from_args(args: argparse.Namespace):
     from api.settings import Settings
     from pile_index.documents import store_tokenizer_path
@@ -68,19 +97,32 @@ def settings_from_args(args: argparse.Namespace):
     tok = args.tokenizer
     if tok is None and store_tokenizer_path(strip_prefix(args.prefix[0])).is_file():
         tok = str(store_tokenizer_path(strip_prefix(args.prefix[0])))
+    limits = {name: parse_setting(name, value) for name, value in getattr(args, "setting", [])}
     return Settings(
         prefixes=[strip_prefix(p) for p in args.prefix], tokenizer=tok, preshuffled=args.preshuffled,
         order_preset=args.preset, seed=args.seed, seq_length=args.seq_length, num_samples=args.num_samples,
         name=args.name, batch_size=args.batch_size, train_steps=args.train_steps, datasets=list(args.dataset),
+        **limits,
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    """Check every input (store, documents table, tokenizer, order, datasets, limits, address) before the
+    port is bound, so a mistake is one error line and exit status 2; then serve until interrupted."""
     from api.main import create_app
+    from api.server import bind_socket, build_server, raise_fd_limit
+    from api.state import open_state
 
-    app = create_app(settings_from_args(args))
-    log.info("serving on http://%s:%d (OpenAPI docs at /docs)", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    settings = settings_from_args(args)
+    state = open_state(settings)
+    fd_limit = raise_fd_limit(settings.max_connections)
+    sock = bind_socket(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    log.info("serving on http://%s:%d (OpenAPI docs at /docs; max_connections=%s, header_timeout_s=%g, open-file "
+             "limit %s)", host, port, f"{settings.max_connections:,}", settings.header_timeout_s, f"{fd_limit:,}")
+    server = build_server(create_app(settings, state=state), settings, log_level="warning" if args.quiet else "info")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

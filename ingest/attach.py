@@ -118,9 +118,9 @@ def _read_lines(cfg: AttachConfig, files: list[str], tok: Tokenizer, dtype: np.d
     per_file = []
     bar = None
     if cfg.progress:
-        from tqdm import tqdm
+        from pile_index.progress import progress_bar
 
-        bar = tqdm(desc="attach: tokenize", unit=" lines")
+        bar = progress_bar(desc="attach: tokenize", unit=" lines")
     with IndexedDatasetWriter(lines_prefix, dtype) as w:
 
         def flush(name: str, docs: list[ParsedLine]) -> None:

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -453,9 +452,9 @@ class _Progress:
         self.docs = 0
         self.tokens = 0
         if enabled:
-            from tqdm import tqdm
+            from pile_index.progress import progress_bar
 
-            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", file=sys.stderr, smoothing=0.1)
+            self.bar = progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="ingest", smoothing=0.1)
 
     def advance(self, read_bytes: int, docs: int, tokens: int) -> None:
         self.docs += docs

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,9 @@ def shard_name(base: str, i: int, n: int) -> str:
 
 
 def _bar(enabled: bool, total: int, desc: str):
-    from tqdm import tqdm
+    from pile_index.progress import progress_bar
 
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, disable=not enabled)
+    return progress_bar(total=total, unit="B", unit_scale=True, desc=desc, enabled=enabled)
 
 
 def find_shards(base: str | os.PathLike) -> tuple[Path, list[Path]]:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,9 +206,8 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
                   ray_address: str | None = None, ray_num_cpus: int | None = None, progress: bool = True,
                   ngram_rows: Callable[[], np.ndarray] | None = None) -> dict[str, Any]:
     """Build ``OUT/`` as described in the module docstring; returns a summary of what was written."""
-    from tqdm import tqdm
-
     from .dataset_summary import overall_effect, plot, summarize
+    from .progress import progress_bar
 
     cfg.validate()
     out = Path(out_dir)
@@ -242,8 +240,8 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     part_path = {t: parts / f"r{t[0]:03d}-c{t[2]:07d}.parquet" for t in tasks}
     rec_path = {ri: parts / f"r{ri:03d}.checkpoint.json" for ri in range(len(cfg.revisions))}
     todo = [t for t in tasks if not (part_path[t].is_file() and rec_path[t[0]].is_file())]
-    bar = tqdm(total=len(tasks) * 1, initial=len(tasks) - len(todo), unit="part", desc="score",
-               file=sys.stderr, disable=not progress)
+    bar = progress_bar(total=len(tasks), initial=len(tasks) - len(todo), unit="part", desc="score",
+                       enabled=progress)
     args = (cfg.batch_rows, cfg.device, cfg.memorization_score, cfg.ban_eod, cfg.allow_download)
 
     def finish(t, cols, record):

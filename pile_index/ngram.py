@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -488,9 +489,9 @@ def build_index(
         _build_shards_on_ray(store, todo, folder, len(shards), ray_address, ray_num_cpus)
     else:
         if progress:
-            from tqdm import tqdm
+            from .progress import progress_bar
 
-            iterator = tqdm(todo, desc="ngram shards", unit="shard")
+            iterator = progress_bar(todo, desc="ngram shards", unit="shard")
         else:
             iterator = todo
         for i, spec, marker, want in iterator:
@@ -696,6 +697,7 @@ def positions_to_documents(store: TokenStore, pos: np.ndarray) -> tuple[np.ndarr
 
 
 MAX_TOKEN_ID = 2**31  # int32 is the widest token dtype GPT-NeoX writes
+_TOKEN_ID = re.compile(r"[0-9]{1,12}")  # ASCII digits only; 12 digits: past MAX_TOKEN_ID, short of int()'s limit
 
 
 def query_tokens(
@@ -715,6 +717,11 @@ def query_tokens(
         if max_text_chars is not None and len(text) > max_text_chars:
             raise LimitError(f"text has {len(text):,} characters; the limit is max_text_chars={max_text_chars:,}",
                              "max_text_chars")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise QueryError(f"text: character {e.start:,} is a lone surrogate (U+{ord(text[e.start]):04X}); "
+                             f"text must be valid Unicode") from None
         if tokenizer is None:
             raise ConfigError(
                 "a text query needs the store's tokenizer: pass --tokenizer PATH_OR_HUB_ID "
@@ -722,15 +729,23 @@ def query_tokens(
             )
         ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
     else:
-        values = [t for t in tokens.replace(" ", "").split(",") if t != ""] if isinstance(tokens, str) else list(tokens)
+        # Exactly the documented forms: "1,2,3" (ASCII digits, spaces around commas) or a sequence of ints.
+        # Nothing looser: int() would also take "1_000", "+1", Arabic-Indic digits, True and 0.0.
+        values = (tokens.split(",") if tokens.strip(" ") else []) if isinstance(tokens, str) else list(tokens)
         if max_tokens is not None and len(values) > max_tokens:
             raise LimitError(f"the query has {len(values):,} tokens; the limit is max_tokens_per_query={max_tokens:,}",
                              "max_tokens_per_query")
-        try:
-            ints = [int(t) for t in values]
-        except (TypeError, ValueError) as e:
-            shown = tokens if isinstance(tokens, str) else values[:10]
-            raise QueryError(f"tokens {str(shown)[:200]}: expected integer token ids like 1,2,3") from e
+        ints = []
+        for i, t in enumerate(values):
+            if isinstance(t, str) and isinstance(tokens, str) and _TOKEN_ID.fullmatch(t.strip(" ")):
+                ints.append(int(t))
+            elif isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)):
+                ints.append(int(t))
+            elif isinstance(tokens, str):
+                raise QueryError(f"tokens {tokens[:200]!r}: item {i:,} ({t[:40]!r}) is not a token id; expected "
+                                 f"comma-separated ids in ASCII digits like 1,2,3")
+            else:
+                raise QueryError(f"tokens[{i:,}] is {str(t)[:40]!r} ({type(t).__name__}); expected an integer token id")
         bad = [t for t in ints if not 0 <= t < MAX_TOKEN_ID]
         if bad:
             raise QueryError(f"token id {bad[0]:,} is out of range; token ids are 0..{MAX_TOKEN_ID - 1:,}")

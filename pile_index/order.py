@@ -643,6 +643,6 @@ class _NoBar:
 def _stage_bar(progress: bool, total: int, desc: str):
     if not progress:
         return _NoBar()
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="stage", leave=False)
+    return progress_bar(total=total, desc=desc, unit="stage", leave=False)

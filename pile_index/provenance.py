@@ -837,9 +837,9 @@ def verify_orders(raw: TrainingOrder, pre: PreshuffledOrder, start: int = 0, sto
         raise QueryError(f"row range {start:,}..{stop:,} must lie within 0..{limit:,} (rows both stores have)")
     bar = None
     if progress:
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=stop - start, desc="order verify", unit="row", leave=False)
+        bar = progress_bar(total=stop - start, desc="order verify", unit="row", leave=False)
     mismatch = None
     k = start
     while k < stop:

@@ -13,9 +13,8 @@ from typing import Any
 
 import numba
 import numpy as np
-from tqdm import tqdm
-
 from .atomic import write_bytes
+from .progress import progress_bar
 from .store import TokenStore
 
 CHUNK = 1 << 26  # tokens per pass: 128 MiB of uint16, keeps page-cache pressure bounded
@@ -54,7 +53,7 @@ def token_stats(store: TokenStore, progress: bool = False, use_cache: bool = Tru
             pass  # a stale or unreadable cache is recomputed and rewritten below
     lo, hi, zeros = None, None, 0
     total = store.n_tokens
-    bar = tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, desc="token stats")
+    bar = progress_bar(total=total, unit="tok", unit_scale=True, enabled=progress, desc="token stats")
     for part in store.parts:
         toks = part.tokens
         for s in range(0, toks.shape[0], CHUNK):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from pile_index.documents import document_view
 from pile_index.errors import LimitError
 
-from ..params import MAX_INT, Id
+from ..params import ASCII_INT, MAX_INT, Id
 from ..schemas import DocumentMeta
 
 
@@ -31,8 +33,8 @@ class Document(BaseModel):
 def get_document(
     request: Request,
     doc_id: Id,
-    offset: int = Query(0, ge=0, le=MAX_INT, description="first token to return"),
-    limit: int | None = Query(None, ge=0, le=MAX_INT, description="tokens to return (default: up to max_document_tokens)"),
+    offset: Annotated[int, Query(ge=0, le=MAX_INT, description="first token to return"), ASCII_INT] = 0,
+    limit: Annotated[int | None, Query(ge=0, le=MAX_INT, description="tokens to return (default: up to max_document_tokens)"), ASCII_INT] = None,
 ) -> Document:
     pi = request.app.state.pi
     cap = pi.settings.max_document_tokens

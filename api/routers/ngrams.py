@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from pile_index.errors import ConfigError, LimitError, QueryError
 from pile_index.ngram import NgramIndex, query_tokens
 from pile_index.ngram_steps import ngram_steps
 
-from ..params import MAX_INT
+from ..params import ASCII_INT, MAX_INT, Text
 
 
 router = APIRouter(prefix="/v1/ngrams", tags=["ngrams"])
@@ -20,8 +20,8 @@ _open_lock = threading.Lock()
 
 
 class NgramQuery(BaseModel):
-    tokens: list[int] | None = Field(None, description="the n-gram as token ids")
-    text: str | None = Field(None, description="the n-gram as text, encoded with the service's tokenizer")
+    tokens: list[StrictInt] | None = Field(None, description="the n-gram as token ids (JSON integers)")
+    text: Text | None = Field(None, description="the n-gram as text, encoded with the service's tokenizer")
 
 
 class NgramCount(BaseModel):
@@ -111,12 +111,15 @@ def _steps(pi: Any, tokens, text, bucket_steps: int | None) -> NgramSteps:
     return NgramSteps(**out)
 
 
-TOKENS_Q = Query(None, description="comma-separated token ids, e.g. 12092,13,309")
-TEXT_Q = Query(None, description="text, encoded with the service's tokenizer")
+TokensQ = Annotated[str | None, Query(description="comma-separated token ids (ASCII digits), e.g. 12092,13,309")]
+TextQ = Annotated[Text | None, Query(description="text, encoded with the service's tokenizer")]
+OffsetQ = Annotated[int, Query(ge=0, le=MAX_INT, description="first occurrence to return"), ASCII_INT]
+LimitQ = Annotated[int | None, Query(ge=0, le=MAX_INT, description="occurrences to return (default: 100, at most max_locate_page)"), ASCII_INT]
+BucketQ = Annotated[int | None, Query(ge=1, le=MAX_INT, description="steps per histogram bucket"), ASCII_INT]
 
 
 @router.get("/count", response_model=NgramCount, summary="Exact count of an n-gram")
-def get_count(request: Request, tokens: str | None = TOKENS_Q, text: str | None = TEXT_Q) -> NgramCount:
+def get_count(request: Request, tokens: TokensQ = None, text: TextQ = None) -> NgramCount:
     return _count(request.app.state.pi, tokens, text)
 
 
@@ -126,23 +129,21 @@ def post_count(request: Request, q: NgramQuery) -> NgramCount:
 
 
 @router.get("/locate", response_model=NgramLocate, summary="Occurrences of an n-gram as (doc_id, offset), paginated")
-def get_locate(request: Request, tokens: str | None = TOKENS_Q, text: str | None = TEXT_Q,
-               offset: int = Query(0, ge=0, le=MAX_INT), limit: int | None = Query(None, ge=0, le=MAX_INT)) -> NgramLocate:
+def get_locate(request: Request, tokens: TokensQ = None, text: TextQ = None, offset: OffsetQ = 0,
+               limit: LimitQ = None) -> NgramLocate:
     return _locate(request.app.state.pi, tokens, text, offset, limit)
 
 
 @router.post("/locate", response_model=NgramLocate, summary="Occurrences of an n-gram (JSON body)")
-def post_locate(request: Request, q: NgramQuery, offset: int = Query(0, ge=0, le=MAX_INT),
-                limit: int | None = Query(None, ge=0, le=MAX_INT)) -> NgramLocate:
+def post_locate(request: Request, q: NgramQuery, offset: OffsetQ = 0, limit: LimitQ = None) -> NgramLocate:
     return _locate(request.app.state.pi, q.tokens, q.text, offset, limit)
 
 
 @router.get("/steps", response_model=NgramSteps, summary="Training steps whose rows hold an n-gram")
-def get_steps(request: Request, tokens: str | None = TOKENS_Q, text: str | None = TEXT_Q,
-              bucket_steps: int | None = Query(None, ge=1, le=MAX_INT)) -> NgramSteps:
+def get_steps(request: Request, tokens: TokensQ = None, text: TextQ = None, bucket_steps: BucketQ = None) -> NgramSteps:
     return _steps(request.app.state.pi, tokens, text, bucket_steps)
 
 
 @router.post("/steps", response_model=NgramSteps, summary="Training steps whose rows hold an n-gram (JSON body)")
-def post_steps(request: Request, q: NgramQuery, bucket_steps: int | None = Query(None, ge=1, le=MAX_INT)) -> NgramSteps:
+def post_steps(request: Request, q: NgramQuery, bucket_steps: BucketQ = None) -> NgramSteps:
     return _steps(request.app.state.pi, q.tokens, q.text, bucket_steps)

@@ -8,6 +8,7 @@ numba kernels over memmaps.
 from __future__ import annotations
 
 import io
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 from pile_index.errors import ConfigError, LimitError
 from pile_index.provenance import TrainingOrder, describe_batch, describe_sample
 
-from ..params import MAX_INT, Id
+from ..params import ASCII_INT, MAX_INT, Id
 from ..schemas import DocumentMeta, model_json
 
 
@@ -86,7 +87,8 @@ def get_sample(request: Request, step: Id, slot: Id,
                              "description": "JSON, or with format=npy the rows as one .npy; its headers "
                                             "X-Train-Steps and X-Trained-Rows say which rows are trained"}})
 def get_batch(request: Request, step: Id,
-              to: int | None = Query(None, ge=0, le=MAX_INT, description="last step, inclusive (default: step)"),
+              to: Annotated[int | None, Query(ge=0, le=MAX_INT, description="last step, inclusive (default: step)"),
+                            ASCII_INT] = None,
               format: str = Query("json", pattern="^(json|npy)$", description="json, or npy for a binary array")):
     pi = request.app.state.pi
     order = pi.order

@@ -3,31 +3,32 @@ and, on request, views built for the query (training composition of a step range
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from pile_index.errors import LimitError, QueryError
+from pile_index.ngram import query_tokens
 from pile_index.ngram_steps import occurrences_table
 from pile_index.sql import check_sql, exposed_files, row_pieces_table, run_sql
 
 from .ngrams import ngram_index, query_ids
 
-from ..params import MAX_INT
+from ..params import ASCII_INT, MAX_INT, Text
 
 
 router = APIRouter(prefix="/v1", tags=["sql"])
 
 
 class SqlQuery(BaseModel):
-    sql: str = Field(description="one SELECT or WITH ... SELECT statement")
-    max_rows: int | None = Field(None, ge=0, le=MAX_INT, description="row limit (at most sql_max_rows)")
+    sql: Text = Field(description="one SELECT or WITH ... SELECT statement")
+    max_rows: StrictInt | None = Field(None, ge=0, le=MAX_INT, description="row limit (at most sql_max_rows)")
     steps: str | None = Field(None, description="A:B adds row_pieces of steps A..B-1 and the views composition, "
                               "composition_by_bucket, documents_seen")
-    ngram_tokens: list[int] | None = Field(None, description="adds ngram_occurrences and the view ngram_timeseries")
-    ngram_text: str | None = Field(None, description="as ngram_tokens, from text")
-    bucket_steps: int | None = Field(None, ge=1, le=MAX_INT, description="steps per bucket in the views")
+    ngram_tokens: list[StrictInt] | None = Field(None, description="adds ngram_occurrences and the view ngram_timeseries")
+    ngram_text: Text | None = Field(None, description="as ngram_tokens, from text")
+    bucket_steps: StrictInt | None = Field(None, ge=1, le=MAX_INT, description="steps per bucket in the views")
 
 
 class SqlColumn(BaseModel):
@@ -73,17 +74,12 @@ def _run(pi: Any, q: SqlQuery) -> SqlResponse:
 
 @router.get("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables")
 def get_sql(request: Request, sql: str = Query(..., description="one SELECT or WITH statement"),
-            max_rows: int | None = Query(None, ge=0, le=MAX_INT),
+            max_rows: Annotated[int | None, Query(ge=0, le=MAX_INT), ASCII_INT] = None,
             steps: str | None = Query(None, description="A:B: add row_pieces and the composition views"),
             ngram_tokens: str | None = Query(None, description="comma-separated ids: add ngram_occurrences"),
             ngram_text: str | None = Query(None, description="text: add ngram_occurrences"),
-            bucket_steps: int | None = Query(None, ge=1, le=MAX_INT)) -> SqlResponse:
-    toks = None
-    if ngram_tokens is not None:
-        try:
-            toks = [int(t) for t in ngram_tokens.split(",") if t.strip()]
-        except ValueError as e:
-            raise QueryError(f"ngram_tokens={ngram_tokens!r}: expected comma-separated integers") from e
+            bucket_steps: Annotated[int | None, Query(ge=1, le=MAX_INT), ASCII_INT] = None) -> SqlResponse:
+    toks = None if ngram_tokens is None else query_tokens(tokens=ngram_tokens).tolist()  # ASCII digits only
     q = SqlQuery(sql=sql, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
                  bucket_steps=bucket_steps)
     return _run(request.app.state.pi, q)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -308,11 +307,11 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
     n_done = sum(min(chunk_rows, n - ci * chunk_rows) for ri in range(len(revisions))
                  for ci in range(n_chunks) if manifest.done(names[ri][ci]))
 
-    from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    bar = tqdm(total=n * len(revisions), initial=n_done, unit="row", desc="score", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    from ..progress import progress_bar
+
+    bar = progress_bar(total=n * len(revisions), initial=n_done, unit="row", desc="score", enabled=progress)
     cached: np.ndarray | None = None
     tokens_done, busy = 0, 0.0  # tokens scored and seconds spent scoring (loading excluded) in this run
     dups = DuplicateWeights()

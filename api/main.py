@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import errors
-from .routers import corpus, datasets, documents, ngrams, samples, sql
+from . import errors, explorer
+from .routers import corpus, datasets, documents, ngrams, order, samples, sql
 from .settings import Settings
 from .state import open_state
 
-ROUTERS = (corpus, documents, samples, ngrams, sql, datasets)
+ROUTERS = (corpus, documents, samples, order, ngrams, sql, datasets)
 
 
 class RequestTimeLimit:
@@ -62,10 +62,13 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Exact provenance of Pythia's training data: tokens, documents, steps, n-grams, scores.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is the explorer's page from the OpenAPI schema: Swagger UI and ReDoc load from a CDN
+        redoc_url=None,
     )
     errors.install(app)
 
     app.add_middleware(RequestTimeLimit, seconds=settings.request_timeout_s)
     for module in ROUTERS:
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
+    explorer.install(app)
     return app

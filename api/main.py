@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import errors
+from . import errors, explorer
 from .params import StrictURL
-from .routers import corpus, datasets, documents, ngrams, samples, sql
+from .routers import corpus, datasets, documents, ngrams, order, samples, sql
 from .settings import Settings
 from .state import AppState, open_state
 
-ROUTERS = (corpus, documents, samples, ngrams, sql, datasets)
+ROUTERS = (corpus, documents, samples, order, ngrams, sql, datasets)
 
 
 class RequestTimeLimit:
@@ -66,6 +66,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         version="0.1.0",
         description="Exact provenance of Pythia's training data: tokens, documents, steps, n-grams, scores.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is the explorer's page from the OpenAPI schema: Swagger UI and ReDoc load from a CDN
+        redoc_url=None,
     )
     errors.install(app)
 
@@ -73,4 +75,5 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.add_middleware(StrictURL)
     for module in ROUTERS:
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
+    explorer.install(app)
     return app

@@ -29,6 +29,8 @@ class Settings:
     max_text_chars: int = field(default=100_000, metadata={"help": "characters of text in one query"})
     max_locate_page: int = field(default=1000, metadata={"help": "occurrences per locate page"})
     max_occurrences: int = field(default=100_000, metadata={"help": "occurrences one steps query may expand"})
+    explorer_max_chart_rows: int = field(default=1 << 20, metadata={"help": "training rows the explorer's "
+                                         "overview reads for its composition chart (the first steps past it)"})
     sql_max_rows: int = field(default=10_000, metadata={"help": "rows an SQL query returns before truncation"})
     sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run"})
     request_timeout_s: float = field(default=60.0, metadata={"help": "seconds any request may run"})

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", help="a real tokenizer.json or hub id instead of training a small BPE")
     p.add_argument("--docs", type=int, default=1500, help="documents in the embedded corpus")
     p.add_argument("--steps", type=int, default=32, help="training steps to replay for the checkpoint series")
-    p.add_argument("--serve", action="store_true", help="keep serving the API at the end (Ctrl-C to stop)")
+    p.add_argument("--serve", action="store_true", help="keep serving the explorer and the API at the end (Ctrl-C to stop)")
     p.add_argument("--port", type=int, default=8000, help="port for --serve")
     p.set_defaults(func=cmd_demo)
 
@@ -135,7 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\n== 8. the HTTP API on loopback (the same answers over HTTP)")
     _serve_and_query(prefix, order, ds)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Serve it yourself with:\n"
-          f"  pile-index serve {prefix} {' '.join(order)} --dataset {ds}   # then open http://127.0.0.1:8000/docs")
+          f"  pile-index serve {prefix} {' '.join(order)} --dataset {ds}   # then open http://127.0.0.1:8000/ (explorer; API at /docs)")
     if args.serve:
         _run(["serve", prefix, *order, "--dataset", str(ds), "--port", str(args.port)])
     return 0

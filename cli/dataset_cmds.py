@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from pile_index.datasets import DatasetConfig, build_dataset
 from pile_index.dataset_query import DatasetQuery
 from pile_index.documents import documents_for
-from pile_index.errors import ConfigError
+from pile_index.errors import ConfigError, PileIndexError
 from pile_index.replay import ReplayConfig, replay_training
 from pile_index.schedule import parse_revisions, pythia_schedule
 from pile_index.selection import SelectionConfig, Strategy
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prefix", nargs="+", help="PREFIX of the token store (several = one store)")
     add_order_options(p)
     p.add_argument("--model", required=True, help="hub id (EleutherAI/pythia-70m-deduped), hub-cache repo folder, "
-                   "or a folder with one sub-folder per revision")
+                   "or a folder with one sub-folder per revision; every revision is found before any is scored")
     p.add_argument("--revisions", default="pythia", help="'pythia' (154 checkpoints), 'pythia:MAX_STEP', or step0,step1000,...")
     p.add_argument("--select", choices=[s.value for s in Strategy], default="uniform", help="row choice rule")
     p.add_argument("--rows", type=int, default=64, help="rows (uniform, ngram) or rows per source (stratified)")
@@ -51,8 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray", metavar="local|auto|ADDRESS", help="fan scoring out on Ray ('local' starts one here)")
     p.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray instance")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--restart", action="store_true",
+                   help="delete the parts an earlier build left in OUT/parts/ and start over (default: resume)")
     add_json_flag(p)
-    p.set_defaults(func=cmd_build)
+    p.set_defaults(func=cmd_build, build_parser=p)
 
     p = dsub.add_parser("show", help="query a built dataset: one sample, one checkpoint, or the summaries")
     p.add_argument("dir", help="dataset folder (OUT of dataset build)")
@@ -109,10 +112,39 @@ def cmd_build(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows, device=args.device, memorization_score=not args.no_memorization_score,
         ban_eod=args.ban_eod, allow_download=not args.offline,
     )
-    res = build_dataset(order, documents_for(order.store), cfg, args.out, ray_address=args.ray,
-                        ray_num_cpus=args.ray_cpus, progress=not args.json, ngram_rows=_ngram_rows(args, order))
+    try:
+        res = build_dataset(order, documents_for(order.store), cfg, args.out, ray_address=args.ray,
+                            ray_num_cpus=args.ray_cpus, progress=not args.json, ngram_rows=_ngram_rows(args, order),
+                            restart=args.restart)
+    except PileIndexError as e:
+        step = getattr(e, "next_step", None)
+        if step is None:
+            raise
+        command = _command_line(args, restart=step == "restart")
+        raise type(e)(f"{e}; {step} with: {command}") from e
     emit(res, args.json)
     return 0
+
+
+def _command_line(args: argparse.Namespace, restart: bool) -> str:
+    """The ``dataset build`` command that ``args`` came from (options at their defaults left out), with or
+    without ``--restart``: the one command an error names to go on."""
+    words = ["pile-index", "dataset", "build"]
+    for action in args.build_parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.dest == "restart":
+            continue
+        value = getattr(args, action.dest, None)
+        if not action.option_strings:  # positional
+            words += [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif value is None or value is False or value == action.default:
+            continue
+        elif value is True:
+            words.append(action.option_strings[-1])
+        else:
+            words += [action.option_strings[-1], *(str(v) for v in (value if isinstance(value, list) else [value]))]
+    if restart:
+        words.append("--restart")
+    return shlex.join(words)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True,
                    help="a local folder (config.json + weights), a hub cache repo folder, or a hub id such as "
-                        "EleutherAI/pythia-70m-deduped (resolved offline through the hub cache first)")
+                        "EleutherAI/pythia-70m-deduped (resolved offline through the hub cache first); a value "
+                        "starting with . / ~, with more than one /, or whose parent folder exists is a local path")
     g.add_argument("--revision", nargs="+", action="extend", metavar="R",
                    help="revisions to score (stepN, main, a commit sha; with a local folder: sub-folders); "
                         "repeatable; default: main, or the folder itself")

@@ -105,6 +105,32 @@ def overall_effect(tables: dict[str, pa.Table]) -> dict[str, Any]:
     return total[0] if total else {}
 
 
+def effect_unavailable(tables: dict[str, pa.Table]) -> str | None:
+    """Why the dataset has no overall treatment effect, in one sentence; None when it has one.
+
+    A treated row's effect needs a checkpoint at or before its step and one after it, plus control rows
+    scored at the same two checkpoints; with fewer checkpoints every effect is null, and this says which
+    part is missing instead."""
+    if overall_effect(tables).get("mean_effect") is not None:
+        return None
+    means = tables["cohort_means"].to_pylist()
+    steps = sorted({r["checkpoint_step"] for r in means})
+    n_group = {g: sum(r["n_rows"] for r in means if r["group"] == g and steps and r["checkpoint_step"] == steps[0])
+               for g in ("treated", "control")}
+    shown = ", ".join(f"step{s}" for s in steps[:12]) + (" ..." if len(steps) > 12 else "")
+    if len(steps) < 2:
+        return (f"too few checkpoints for a treatment effect: {len(steps)} ({shown or 'none'}); an effect compares "
+                "a treated row's loss at the last checkpoint before its step with the first one after it, so "
+                "revisions needs checkpoints on both sides of the rows' steps")
+    if tables["row_effects"].num_rows == 0:
+        return (f"no treated row lies between two of the checkpoints ({shown}): add revisions at or before the "
+                "treated rows' steps and after them")
+    if n_group["control"] == 0:
+        return ("no control rows (selection.control_rows=0): the difference-in-differences subtracts the loss "
+                "change of never-trained rows over the same checkpoints")
+    return "no treated row has a finite loss change between its checkpoints (losses are null or not finite)"
+
+
 def plot(tables: dict[str, pa.Table], out_dir: Path) -> list[Path]:
     """Draw the three pictures as PNG files in ``out_dir``; returns their paths."""
     import matplotlib

@@ -12,9 +12,16 @@ them at every checkpoint (:mod:`pile_index.scorer`), and writes, under ``OUT/``:
   ``memorization_score`` and the checkpoint record;
 - ``summary/*.parquet`` and ``plots/*.png`` (:mod:`pile_index.dataset_summary`).
 
-Scoring is split into (checkpoint x row-chunk) parts under ``OUT/parts/``, each written atomically: a rerun
-skips finished parts. With Ray (``ray_address``) the same parts are computed by remote tasks; each part is
-the same computation in either mode (same rows, same batch, one torch thread), so outputs are identical.
+Every revision is resolved before the first is scored (:func:`~pile_index.scorer.checkpoint.resolve_revisions`):
+a missing one stops the build before any work, naming the missing and the present ones.
+
+Scoring is split into (checkpoint x row-chunk) parts under ``OUT/parts/``, each written atomically and named
+by its revision: a rerun skips finished parts (also with revisions added or removed); ``restart=True``
+deletes the parts and starts over. ``OUT/parts/job.json`` records what the parts are of (rows, model, scoring
+options, store); parts of another job are refused, naming what differs. An error while scoring keeps the
+finished parts and says so (``next_step`` on the error: ``"resume"``; a mismatch: ``"restart"``). With Ray
+(``ray_address``) the same parts are computed by remote tasks; each part is the same computation in either
+mode (same rows, same batch, one torch thread), so outputs are identical.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +43,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, write_bytes
 from .docstore import DocumentTable
-from .errors import ConfigError
+from .errors import ConfigError, FormatError, PileIndexError
 from .schedule import before_steps, revision_step, treatment_steps
 from .selection import SelectionConfig, Strategy, select_rows
 
@@ -65,6 +73,9 @@ class DatasetConfig:
             raise ConfigError(f"dataset.chunk_rows={self.chunk_rows}, batch_rows={self.batch_rows}: expected >= 1")
         for r in self.revisions:
             revision_step(r)  # every revision must name its step
+        dup = sorted({r for r in self.revisions if self.revisions.count(r) > 1})
+        if dup:
+            raise ConfigError(f"dataset.revisions names {', '.join(dup)} more than once: list each revision once")
         self.selection.validate()
 
 
@@ -192,78 +203,131 @@ def _part_table(train_index: np.ndarray, revision: str, cols: dict[str, Any]) ->
     })
 
 
-def _job_key(cfg: DatasetConfig, store_fingerprint: str, ks: np.ndarray) -> str:
-    h = hashlib.sha256()
-    d = asdict(cfg)
-    d.pop("device", None)
-    h.update(json.dumps(d, sort_keys=True, default=str).encode())
-    h.update(store_fingerprint.encode())
-    h.update(np.ascontiguousarray(ks, dtype=np.int64).tobytes())
-    return h.hexdigest()
+JOB_VERSION = 2  # parts named by revision (version 1: by position in the revision list)
+
+
+def _job(cfg: DatasetConfig, store_fingerprint: str, ks: np.ndarray) -> dict[str, Any]:
+    """What the parts under ``OUT/parts/`` are of. Revisions are not in it (each part names its revision, so
+    a rerun with revisions added or removed reuses the parts it shares); nor are the device and whether
+    downloads are allowed (they change where the numbers come from, not what they are)."""
+    return {
+        "version": JOB_VERSION, "model": cfg.model,
+        "selection": json.loads(json.dumps(asdict(cfg.selection), default=str)),  # StrEnum -> its value
+        "chunk_rows": cfg.chunk_rows, "batch_rows": cfg.batch_rows, "memorization_score": cfg.memorization_score,
+        "ban_eod": cfg.ban_eod, "store": store_fingerprint,
+        "rows_sha256": hashlib.sha256(np.ascontiguousarray(ks, dtype=np.int64).tobytes()).hexdigest(),
+    }
+
+
+def _with_next_step(e: PileIndexError, next_step: str, text: str) -> PileIndexError:
+    """``e`` again (same class and attributes) with ``text`` appended and ``next_step`` ("resume" or
+    "restart") set, so a caller (the CLI) can name the one command that goes on."""
+    out = type(e).__new__(type(e))
+    out.__dict__.update(e.__dict__)
+    out.args = (f"{e}; {text}",)
+    out.next_step = next_step
+    return out
+
+
+def _open_parts(parts: Path, job: dict[str, Any], out: Path, restart: bool) -> None:
+    """Make ``parts`` hold parts of ``job`` only: refuse parts of another job (naming what differs), or, with
+    ``restart``, delete them first."""
+    job_file = parts / "job.json"
+    fix = "restart=True deletes them and starts over, or use another out folder"
+    if restart and parts.exists():
+        log.info("restart: deleting %s", parts)
+        shutil.rmtree(parts)
+    if parts.is_dir() and any(parts.iterdir()):
+        try:
+            old = json.loads(job_file.read_text()) if job_file.is_file() else None
+        except (ValueError, RecursionError):
+            old = None
+        if not isinstance(old, dict):
+            raise _with_next_step(FormatError(
+                f"{parts}: holds files but no readable job.json (not parts of a dataset build, or damaged)"),
+                "restart", fix)
+        if not isinstance(old.get("job"), dict):
+            raise _with_next_step(ConfigError(
+                f"{out}: holds parts in the layout of an earlier pile-index version (parts named by position)"),
+                "restart", fix)
+        if old["job"] != job:
+            diff = sorted(k for k in set(old["job"]) | set(job) if old["job"].get(k) != job.get(k))
+            raise _with_next_step(ConfigError(
+                f"{out}: holds parts of a different dataset (differs in: {', '.join(diff)})"), "restart", fix)
+    parts.mkdir(parents=True, exist_ok=True)
+    write_bytes(job_file, (json.dumps({"job": job}, sort_keys=True, indent=1) + "\n").encode())
 
 
 def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, out_dir: str | os.PathLike, *,
                   ray_address: str | None = None, ray_num_cpus: int | None = None, progress: bool = True,
-                  ngram_rows: Callable[[], np.ndarray] | None = None) -> dict[str, Any]:
-    """Build ``OUT/`` as described in the module docstring; returns a summary of what was written."""
-    from .dataset_summary import overall_effect, plot, summarize
+                  ngram_rows: Callable[[], np.ndarray] | None = None, restart: bool = False) -> dict[str, Any]:
+    """Build ``OUT/`` as described in the module docstring; returns a summary of what was written.
+
+    Every revision is resolved first; ``restart`` deletes parts left by an earlier build of ``out_dir``."""
+    from .dataset_summary import effect_unavailable, overall_effect, plot, summarize
     from .progress import progress_bar
+    from .scorer.checkpoint import resolve_revisions
 
     cfg.validate()
+    plan = resolve_revisions(cfg.model, cfg.revisions, allow_download=cfg.allow_download)
+    log.info("%s: %d of %d revisions here, %d to download", cfg.model, len(plan.present), len(cfg.revisions),
+             len(plan.to_download))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sel = cfg.selection
     row_source = dominant_sources(order, documents) if sel.strategy == Strategy.STRATIFIED else None
     treated, control = select_rows(sel, order.train_steps, order.batch_size, order.num_samples,
                                    row_source=row_source, ngram_rows=ngram_rows)
     if treated.size == 0:
-        raise ConfigError("the selection picked no training rows; widen it (more --rows, another strategy)")
+        raise ConfigError("the selection picked no training rows; widen it (more rows, another strategy)")
     ck_steps = [revision_step(r) for r in cfg.revisions]
     rows_tbl, rows = build_rows_table(order, documents, treated, control, ck_steps, sel.cohort_steps)
-    with atomic_path(out / "rows.parquet") as tmp:
-        pq.write_table(rows_tbl, tmp)
     ks = rows_tbl["sample_index"].to_numpy()
+    if not ((rows_tbl["before_step"].to_numpy() >= 0) & (rows_tbl["treatment_step"].to_numpy() >= 0)).any():
+        log.warning("no treated row lies between two of the %d checkpoints: the dataset will hold losses but no "
+                    "treatment effect", len(set(ck_steps)))
 
     parts = out / "parts"
-    parts.mkdir(exist_ok=True)
-    key = _job_key(cfg, order.store.fingerprint(), ks)
-    manifest = parts / "job.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("key") != key:
-        raise ConfigError(
-            f"{out}: holds parts of a different dataset (other rows, revisions or store); "
-            f"use another --out or delete {parts}"
-        )
-    write_bytes(manifest, json.dumps({"key": key, "revisions": cfg.revisions}).encode())
+    _open_parts(parts, _job(cfg, order.store.fingerprint(), ks), out, restart)
+    with atomic_path(out / "rows.parquet") as tmp:
+        pq.write_table(rows_tbl, tmp)
 
     n = len(ks)
-    tasks = [(ri, rev, c0) for ri, rev in enumerate(cfg.revisions) for c0 in range(0, n, cfg.chunk_rows)]
-    part_path = {t: parts / f"r{t[0]:03d}-c{t[2]:07d}.parquet" for t in tasks}
-    rec_path = {ri: parts / f"r{ri:03d}.checkpoint.json" for ri in range(len(cfg.revisions))}
+    tasks = [(rev, c0) for rev in cfg.revisions for c0 in range(0, n, cfg.chunk_rows)]
+    part_path = {t: parts / f"{t[0]}-c{t[1]:07d}.parquet" for t in tasks}
+    rec_path = {rev: parts / f"{rev}.checkpoint.json" for rev in cfg.revisions}
     todo = [t for t in tasks if not (part_path[t].is_file() and rec_path[t[0]].is_file())]
     bar = progress_bar(total=len(tasks), initial=len(tasks) - len(todo), unit="part", desc="score",
                        enabled=progress)
     args = (cfg.batch_rows, cfg.device, cfg.memorization_score, cfg.ban_eod, cfg.allow_download)
+    finished = len(tasks) - len(todo)
 
     def finish(t, cols, record):
-        ri, rev, c0 = t
+        nonlocal finished
+        rev, c0 = t
         tbl = _part_table(np.arange(c0, min(n, c0 + cfg.chunk_rows)), rev, cols)
         with atomic_path(part_path[t]) as tmp:
             pq.write_table(tbl, tmp)
-        write_bytes(rec_path[ri], json.dumps(record, sort_keys=True).encode())
+        write_bytes(rec_path[rev], json.dumps(record, sort_keys=True).encode())
+        finished += 1
         bar.update(1)
 
-    if ray_address:
-        _run_on_ray(todo, rows, cfg, args, finish, ray_address, ray_num_cpus)
-    else:
-        for t in todo:
-            ri, rev, c0 = t
-            cols, record = score_part(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args)
-            finish(t, cols, record)
-    bar.close()
+    try:
+        if ray_address:
+            _run_on_ray(todo, rows, cfg, args, finish, ray_address, ray_num_cpus)
+        else:
+            for t in todo:
+                rev, c0 = t
+                cols, record = score_part(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args)
+                finish(t, cols, record)
+    except PileIndexError as e:
+        raise _with_next_step(e, "resume", f"the dataset build stopped with {finished:,} of {len(tasks):,} parts "
+                              f"finished, kept in {parts}: fix the cause and rerun to resume") from e
+    finally:
+        bar.close()
 
     ck_rows = []
-    for ri, rev in enumerate(cfg.revisions):
-        rec = json.loads(rec_path[ri].read_text())
+    for rev in cfg.revisions:
+        rec = json.loads(rec_path[rev].read_text())
         ck_rows.append({"revision": rev, "checkpoint_step": revision_step(rev), "model": rec["model"],
                         "commit_sha": rec.get("commit_sha"), "weights_sha256": rec["weights_sha256"],
                         "tensors_sha256": rec.get("tensors_sha256")})
@@ -291,10 +355,15 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
         pq.write_table(joined, tmp)
     tables = summarize(out / "dataset.parquet", out / "summary")
     pngs = plot(tables, out / "plots")
+    unavailable = effect_unavailable(tables)
+    if unavailable:
+        log.warning("no treatment effect: %s", unavailable)
     return {
         "out": str(out), "rows": n, "treated": int(treated.size), "control": int(control.size),
         "revisions": len(cfg.revisions), "dataset_rows": joined.num_rows,
-        "plots": [str(p) for p in pngs], "treatment_effect": overall_effect(tables),
+        "plots": [str(p) for p in pngs],
+        "treatment_effect": None if unavailable else overall_effect(tables),
+        "treatment_effect_unavailable": unavailable,
         "duplicates": [(r["revision"], r["duplicate_of"]) for r in ck_rows if r["duplicate_of"]],
     }
 
@@ -317,7 +386,7 @@ def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | Non
         remote = ray.remote(num_gpus=1 if cfg.device == "cuda" else 0)(score_part)
         pending = {}
         for t in todo:
-            ri, rev, c0 = t
+            rev, c0 = t
             ref = remote.remote(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args)
             pending[ref] = t
         while pending:

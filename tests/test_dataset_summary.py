@@ -48,3 +48,25 @@ def test_difference_in_differences(tmp_path):
     paths = plot(tables, tmp_path / "plots")
     assert [p.name for p in paths] == ["loss_by_checkpoint.png", "memorized_share.png", "composition_by_source.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_missing_effect_is_explained(tmp_path):
+    """Fewer checkpoints or rows than an effect needs: one sentence saying what is missing, not null columns."""
+    from pile_index.dataset_summary import effect_unavailable
+
+    ds = tmp_path / "dataset.parquet"
+    _dataset(ds)
+    full = pq.read_table(ds)
+    assert effect_unavailable(summarize(ds, tmp_path / "s0")) is None
+
+    def variant(name, keep):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist([r for r in full.to_pylist() if keep(r)], schema=full.schema), path)
+        return effect_unavailable(summarize(path, tmp_path / name))
+
+    assert variant("one", lambda r: r["checkpoint_step"] == 4).startswith(
+        "too few checkpoints for a treatment effect: 1 (step4)")
+    assert variant("outside", lambda r: r["checkpoint_step"] in (0, 4) and r["train_index"] != 0) == (
+        "no treated row lies between two of the checkpoints (step0, step4): add revisions at or before the "
+        "treated rows' steps and after them")
+    assert variant("no_control", lambda r: r["group"] == "treated").startswith("no control rows")

@@ -5,6 +5,8 @@ measured, not assumed; Ray and single-process outputs are equal."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pyarrow as pa
@@ -13,6 +15,7 @@ import pytest
 from pile_index import write_indexed
 from pile_index.datasets import DatasetConfig, build_dataset
 from pile_index.docstore import DOCUMENT_SCHEMA, DocumentTable
+from pile_index.errors import NotFoundError
 from pile_index.order import OrderConfig
 from pile_index.provenance import open_order
 from pile_index.replay import ReplayConfig, replay_training
@@ -81,7 +84,7 @@ def test_rerun_resumes_and_is_identical(world):
     out = tmp / "resume"
     build_dataset(order, documents, _cfg(ckpts), out, progress=False)
     first = (out / "dataset.parquet").read_bytes()
-    victim = sorted((out / "parts").glob("r003-*.parquet"))[0]
+    victim = sorted((out / "parts").glob("step4-*.parquet"))[0]
     victim.unlink()  # as if the job died before this part
     build_dataset(order, documents, _cfg(ckpts), out, progress=False)
     assert (out / "dataset.parquet").read_bytes() == first
@@ -181,3 +184,89 @@ def test_ngram_selection_picks_rows_holding_the_ngram(world, capsys):
     for s in treated:  # every chosen row holds the n-gram (brute force over the row)
         row = order.row(s).tolist()
         assert any(row[i : i + 4] == gram for i in range(len(row) - 3))
+
+
+# ------------------------------------------------------------------ revisions first; resume and restart
+
+
+def _linked_ckpts(ckpts, folder, revisions, broken=()):
+    """A model folder of symlinks to the world's step folders; ``broken`` ones get a truncated weight file."""
+    folder.mkdir()
+    for rev in revisions:
+        if rev in broken:
+            (folder / rev).mkdir()
+            (folder / rev / "config.json").symlink_to(ckpts / rev / "config.json")
+            data = (ckpts / rev / "model.safetensors").read_bytes()
+            (folder / rev / "model.safetensors").write_bytes(data[: len(data) // 2])
+        else:
+            (folder / rev).symlink_to(ckpts / rev)
+    return folder
+
+
+def test_missing_revisions_are_named_before_any_scoring(world):
+    """`--revisions pythia` with step8 absent: the error lists the missing and the present revisions, and
+    nothing was scored or written first."""
+    order, documents, ckpts, tmp = world
+    gap = _linked_ckpts(ckpts, tmp / "gap", ["step0", "step1", "step2", "step4", "step16", "step32"])
+    cfg = _cfg(gap)
+    out = tmp / "gap_out"
+    with pytest.raises(NotFoundError, match=r"1 of 7 revisions are missing \(no sub-folder with config\.json\): "
+                                            r"step8; present: step0, step1, step2, step4, step16, step32\."):
+        build_dataset(order, documents, cfg, out, progress=False)
+    assert not (out / "parts").exists() and not (out / "rows.parquet").exists()
+
+
+def test_failed_build_resumes_or_restarts_with_one_command(world, capsys, monkeypatch):
+    import shlex
+
+    from cli.main import main
+    from pile_index import datasets
+
+    order, _, ckpts, tmp = world
+    revs = ["step0", "step1", "step2"]
+    model = _linked_ckpts(ckpts, tmp / "broken", revs, broken=("step2",))
+    out = tmp / "resumable"
+    argv = ["dataset", "build", order.store.prefix, "--seed", "1234", "--seq-length", str(L), "--num-samples",
+            str(order.cfg.num_samples), "--batch-size", str(B), "--train-steps", str(STEPS), "--model", str(model),
+            "--revisions", ",".join(revs), "--rows", "6", "--control-rows", "3", "--offline", "--out", str(out),
+            "--json"]
+    scored = []
+    real = datasets.score_part
+    monkeypatch.setattr(datasets, "score_part", lambda m, rev, *a: scored.append(rev) or real(m, rev, *a))
+
+    assert main(argv) == 2  # step2's weights are damaged: found when it is loaded, after step0 and step1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model.safetensors: not a readable safetensors file" in err
+    assert "the dataset build stopped with 2 of 3 parts finished" in err and "rerun to resume" in err
+    resume = err.split("; resume with: ", 1)[1]
+    assert shlex.split(resume) == ["pile-index", *argv]
+    assert scored == ["step0", "step1", "step2"]
+
+    (model / "step2" / "model.safetensors").unlink()  # fix the cause, run the command the error named
+    (model / "step2" / "model.safetensors").symlink_to(ckpts / "step2" / "model.safetensors")
+    scored.clear()
+    assert main(shlex.split(resume)[1:]) == 0
+    assert scored == ["step2"] and len(json.loads(capsys.readouterr().out)["plots"]) == 3
+
+    scored.clear()  # fewer revisions: the same parts, nothing to score
+    assert main([*argv[:argv.index("--revisions") + 1], "step0,step2", *argv[argv.index("--revisions") + 2:]]) == 0
+    assert scored == [] and json.loads(capsys.readouterr().out)["dataset_rows"] == 9 * 2
+
+    other = [*argv[:argv.index("--rows") + 1], "5", *argv[argv.index("--rows") + 2:]]
+    assert main(other) == 2  # other rows: refused, naming what differs and the one command that restarts
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{out}: holds parts of a different dataset (differs in: rows_sha256, selection)" in err
+    restart = err.split("; restart with: ", 1)[1]
+    assert shlex.split(restart) == ["pile-index", *other, "--restart"]
+    scored.clear()
+    assert main(shlex.split(restart)[1:]) == 0
+    assert sorted(set(scored)) == revs and json.loads(capsys.readouterr().out)["rows"] == 8
+
+
+def test_too_few_checkpoints_say_so(world):
+    order, documents, ckpts, tmp = world
+    cfg = _cfg(ckpts, rows=4, control_rows=2)
+    cfg.revisions = ["step32"]
+    res = build_dataset(order, documents, cfg, tmp / "one_ckpt", progress=False)
+    assert res["dataset_rows"] == 6 and res["treatment_effect"] is None
+    assert res["treatment_effect_unavailable"].startswith("too few checkpoints for a treatment effect: 1 (step32)")

@@ -108,7 +108,7 @@ def test_missing_revision_offline_is_a_clear_error(hub_cache):
     with pytest.raises(NotFoundError, match=r"revision 'step9000' is not in the hub cache .*refs/step9000.*"
                                             r"HF_HUB_OFFLINE is set.*huggingface-cli download"):
         resolve_checkpoint(MODEL_ID, "step9000")
-    with pytest.raises(NotFoundError, match="not a folder, and not a hub id"):
+    with pytest.raises(NotFoundError, match="no such folder .*, and not a hub id of the form Org/name"):
         resolve_checkpoint("no-such-folder")
 
 
@@ -175,8 +175,8 @@ def test_download_goes_through_the_cache(tmp_path, monkeypatch):
     fetched = []
 
     class FakeApi:
-        def list_repo_files(self, repo_id, revision=None):
-            return sorted(p.name for p in src.iterdir())
+        def model_info(self, repo_id, revision=None, timeout=None):
+            return types.SimpleNamespace(siblings=[types.SimpleNamespace(rfilename=p.name) for p in src.iterdir()])
 
     def fake_download(repo_id, filename, revision=None, cache_dir=None):
         fetched.append(filename)
@@ -196,3 +196,146 @@ def test_download_goes_through_the_cache(tmp_path, monkeypatch):
     from pile_index.errors import ConfigError
     with pytest.raises(ConfigError, match="huggingface_hub is not installed"):
         resolve_checkpoint(MODEL_ID, "step43")
+
+
+# ------------------------------------------------------------------- local paths and the hub, hermetically
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Online as far as the environment says (HF_HUB_OFFLINE unset), but any hub call fails the test."""
+    import sys
+    import types
+
+    from pile_index.scorer import checkpoint
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def touched(*a, **k):
+        pytest.fail("the hub was asked")
+
+    monkeypatch.setattr(checkpoint, "_download", touched)
+    monkeypatch.setattr(checkpoint, "_hub_refs", touched, raising=False)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(HfApi=touched, hf_hub_download=touched))
+
+
+def test_path_like_model_is_a_local_folder_and_never_asks_the_hub(tmp_path, monkeypatch, no_network):
+    """``demo/nope`` beside a ``demo/`` folder is a typo of a folder: 'no such folder' naming what is there."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("ckpts", "store"):
+        (tmp_path / "demo" / name).mkdir(parents=True)
+    (tmp_path / "demo" / "notes.txt").write_text("not a folder")
+    with pytest.raises(NotFoundError, match=r"^model 'demo/nope': no such folder \(demo/ holds ckpts, store\)$"):
+        resolve_checkpoint("demo/nope", "step8")
+    with pytest.raises(NotFoundError, match=r"'demo/ckpts/step8': no such folder \(demo/ckpts/ holds none\)"):
+        resolve_checkpoint("demo/ckpts/step8")  # a separator beyond Org/name
+    with pytest.raises(NotFoundError, match=r"'\./nope': no such folder \(the current folder holds demo\)"):
+        resolve_checkpoint("./nope")
+    with pytest.raises(NotFoundError, match=rf"'{tmp_path}/gone/x': no such folder \({tmp_path}/ holds demo\)"):
+        resolve_checkpoint(str(tmp_path / "gone" / "x"))
+    with pytest.raises(NotFoundError, match="is a file: model names the folder"):
+        resolve_checkpoint("demo/notes.txt")
+    for bad in ("Eleuther AI/pythia-70m", "EleutherAI/pythia--70m", "EleutherAI/-x", "x" * 50 + "/" + "y" * 50):
+        with pytest.raises(NotFoundError, match="no such folder .*and not a hub id of the form Org/name"):
+            resolve_checkpoint(bad)
+
+
+def test_hub_failure_is_one_offline_or_not_found_line(tmp_path, monkeypatch, caplog):
+    """A well-formed hub id not in the cache, online: the hub is asked once (no retries, no file requests);
+    its failure is one 'offline or not found: REPO@REVISION' and the client's retry warnings stay quiet."""
+    import sys
+    import types
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    class ConnectError(Exception):
+        pass
+
+    class FakeApi:
+        def model_info(self, repo_id, revision=None, timeout=None):
+            calls.append(("model_info", repo_id, revision, timeout))
+            logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+            raise ConnectError("[Errno -3] Temporary failure in name resolution")
+
+        def list_repo_files(self, repo_id, revision=None):
+            return self.model_info(repo_id, revision)
+
+    def fake_download(*a, **k):
+        pytest.fail("a file was requested after the hub could not be reached")
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(HfApi=FakeApi,
+                                                                              hf_hub_download=fake_download))
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(NotFoundError) as e:
+            resolve_checkpoint(MODEL_ID, "step42")
+    assert str(e.value).startswith(f"offline or not found: {MODEL_ID}@step42 (ConnectError): ")
+    assert str(e.value).count("offline or not found") == 1
+    assert len(calls) == 1 and calls[0][3] is not None  # one request, with a timeout
+    assert "Retrying" not in caplog.text
+
+
+def test_revisions_are_resolved_together(hub_cache, tmp_path):
+    """Every revision is looked up before any is used: the missing and the present ones in one error."""
+    from pile_index.scorer.checkpoint import resolve_revisions
+
+    plan = resolve_revisions(MODEL_ID, ["step1000", "step2000"])
+    assert sorted(plan.present) == ["step1000", "step2000"] and plan.to_download == []
+    with pytest.raises(NotFoundError, match=r"2 of 4 revisions are missing \(not in the hub cache, and downloads "
+                                            r"are off \(HF_HUB_OFFLINE is set\)\): step8, step9000; present: "
+                                            r"step1000, step2000\. download them first"):
+        resolve_revisions(MODEL_ID, ["step1000", "step8", "step2000", "step9000"])
+    hf = make_hf_model()
+    for rev in ("step0", "step1", "step4"):
+        write_bin(hf, tmp_path / "ckpts" / rev)
+    with pytest.raises(NotFoundError, match=r"1 of 4 revisions are missing \(no sub-folder with config.json\): "
+                                            r"step2; present: step0, step1, step4\. add a sub-folder"):
+        resolve_revisions(str(tmp_path / "ckpts"), ["step0", "step1", "step2", "step4"])
+
+
+def test_revisions_online_ask_the_hub_once(hub_cache, monkeypatch):
+    """Online, revisions missing from the cache are checked against the hub's branches and tags (one list, no
+    download yet); when the hub cannot be reached, one error lists the missing and the present revisions."""
+    import sys
+    import types
+
+    from pile_index.scorer.checkpoint import resolve_revisions
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls = []
+
+    class ConnectError(Exception):
+        pass
+
+    class FakeApi:
+        reachable = True
+
+        def model_info(self, repo_id, revision=None, timeout=None):
+            calls.append("model_info")
+            if not self.reachable:
+                raise ConnectError("no route to host")
+
+        def list_repo_refs(self, repo_id):
+            calls.append("list_repo_refs")
+            names = ("main", "step1000", "step2000", "step3000", "step4000")
+            return types.SimpleNamespace(branches=[types.SimpleNamespace(name=n) for n in names], tags=[])
+
+    def no_download(*a, **k):
+        pytest.fail("resolving revisions downloads nothing")
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(HfApi=FakeApi,
+                                                                              hf_hub_download=no_download))
+    plan = resolve_revisions(MODEL_ID, ["step1000", "step4000"])
+    assert (sorted(plan.present), plan.to_download, calls) == (["step1000"], ["step4000"],
+                                                               ["model_info", "list_repo_refs"])
+    with pytest.raises(NotFoundError, match=r"1 of 3 revisions are missing \(not in the hub cache, and not among "
+                                            r"the hub's branches and tags\): step9; present: step1000\."):
+        resolve_revisions(MODEL_ID, ["step1000", "step4000", "step9"])
+    FakeApi.reachable = False
+    with pytest.raises(NotFoundError, match=r"2 of 3 revisions are missing \(offline or not found on the hub "
+                                            r"\(ConnectError\)\): step4000, step9; present: step1000\."):
+        resolve_revisions(MODEL_ID, ["step1000", "step4000", "step9"])
+    with pytest.raises(NotFoundError, match=rf"^offline or not found: {MODEL_ID}@step4000 \(ConnectError\)"):
+        resolve_revisions(MODEL_ID, ["step4000"])

@@ -10,6 +10,7 @@ layouts are written here with torch.save plus the standard ``pytorch_model.bin.i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,141 @@ def test_buffers_ignored_and_lm_head_alias(tmp_path):
     torch.save(dict(hf.state_dict()), folder / "pytorch_model.bin")
     sd, _ = read_state_dict([folder / "pytorch_model.bin"])
     assert "embed_out.weight" in sd and "lm_head.weight" not in sd
+
+
+# --------------------------------------------------------------------------- config.json, field by field
+
+
+@pytest.fixture(scope="module")
+def weights_folder(tmp_path_factory):
+    """A tiny checkpoint (d 64, 2 layers, vocab 101): its config.json as a dict and its weight file."""
+    hf = make_hf_model()
+    folder = write_bin(hf, tmp_path_factory.mktemp("weights") / "ckpt")
+    return json.loads((folder / "config.json").read_text()), folder / "pytorch_model.bin"
+
+
+def _with_config(tmp_path: Path, weights: Path, text: str, name: str = "ckpt") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    (folder / "pytorch_model.bin").symlink_to(weights)
+    return folder
+
+
+@pytest.mark.parametrize("field,value,error,message", [
+    ("layer_norm_eps", float("nan"), ConfigError, r"layer_norm_eps=nan: expected a finite number in \(0, 1\]"),
+    ("layer_norm_eps", float("inf"), ConfigError, r"layer_norm_eps=inf: expected a finite number"),
+    ("layer_norm_eps", 0, ConfigError, r"layer_norm_eps=0\.0: expected a finite number in \(0, 1\]"),
+    ("layer_norm_eps", "1e-5", ConfigError, r"layer_norm_eps='1e-5' \(str\): expected a number"),
+    ("hidden_size", 64.7, ConfigError, r"hidden_size=64\.7 \(float\): expected an integer"),
+    ("hidden_size", 64.0, ConfigError, r"hidden_size=64\.0 \(float\): expected an integer"),
+    ("hidden_size", 1e9, ConfigError, r"hidden_size=1000000000\.0 \(float\): expected an integer"),
+    ("hidden_size", 10**400, ConfigError, r"hidden_size=1000.*000: expected an integer in 1 \.\. 65,536"),
+    ("num_hidden_layers", 1e6, ConfigError, r"num_hidden_layers=1000000\.0 \(float\): expected an integer"),
+    ("num_hidden_layers", 10**6, ConfigError, r"num_hidden_layers=1000000: expected an integer in 1 \.\. 1,024"),
+    ("num_hidden_layers", 1024, FormatError, r"describes [\d,]+ parameters \(num_hidden_layers=1,024.* but the "
+                                             r"weight files hold [\d,]+ bytes"),
+    ("vocab_size", True, ConfigError, r"vocab_size=True \(bool\): expected an integer"),
+    ("vocab_size", -1, ConfigError, r"vocab_size=-1: expected an integer in 1 \.\."),
+    ("rotary_emb_base", 10**400, ConfigError, r"rotary_emb_base=1000.*: expected a finite number"),
+    ("rotary_pct", 1.5, ConfigError, r"rotary_pct=1\.5: expected a finite number in \[0, 1\]"),
+    ("use_parallel_residual", "false", ConfigError, r"use_parallel_residual='false' \(str\): expected true or false"),
+    ("tie_word_embeddings", "no", ConfigError, r"tie_word_embeddings='no': expected false"),
+    ("rope_scaling", [1], ConfigError, r"rope_parameters=\[1\]: expected an object or null"),
+    ("max_position_embeddings", None, ConfigError, r"max_position_embeddings=None \(NoneType\): expected an integer"),
+])
+def test_bad_config_values_are_refused_by_name(tmp_path, weights_folder, field, value, error, message):
+    """Every field is checked for type (exactly int where int), finiteness and range, and the config against
+    the bytes of the weights, before any module is built: no NaN loss, no truncation, no traceback."""
+    cfg, weights = weights_folder
+    folder = _with_config(tmp_path, weights, json.dumps({**cfg, field: value}))
+    with pytest.raises(error, match=rf"{folder / 'config.json'}: .*{message}"):
+        load_model(resolve_checkpoint(str(folder)))
+
+
+def test_config_file_is_parsed_robustly(tmp_path, weights_folder):
+    cfg, weights = weights_folder
+    deep = json.dumps({**cfg, "task_specific_params": "X"}).replace('"X"', "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(FormatError, match=r"config\.json: JSON nested too deeply to be a model config"):
+        resolve_checkpoint(str(_with_config(tmp_path, weights, deep, "deep")))
+    with pytest.raises(ConfigError, match=r"config\.json holds a JSON list: expected an object"):
+        resolve_checkpoint(str(_with_config(tmp_path, weights, "[1, 2]", "list")))
+    with pytest.raises(FormatError, match=r"larger than 1,048,576 bytes, too large for a model config"):
+        resolve_checkpoint(str(_with_config(tmp_path, weights, json.dumps({**cfg, "x": "y" * (1 << 20)}), "big")))
+    with pytest.raises(FormatError, match=r"config\.json: not valid JSON"):
+        resolve_checkpoint(str(_with_config(tmp_path, weights, json.dumps(cfg)[:-7], "cut")))
+    with pytest.raises(FormatError, match=r"config\.json: not valid JSON"):
+        resolve_checkpoint(str(_with_config(tmp_path, weights, '{"vocab_size": ' + "9" * 5000 + "}", "digits")))
+
+
+@pytest.mark.parametrize("target", ["../../outside.bin", "/etc/passwd", "sub/shard.bin", ".."])
+def test_weight_map_pointing_outside_the_folder_is_refused(tmp_path, target):
+    hf = make_hf_model()
+    folder = write_bin(hf, tmp_path / "a" / "b" / "ckpt", shards=2)
+    (tmp_path / "a" / "outside.bin").write_bytes((folder / "pytorch_model-00001-of-00002.bin").read_bytes())
+    index = json.loads((folder / "pytorch_model.bin.index.json").read_text())
+    key = next(iter(index["weight_map"]))
+    index["weight_map"][key] = target
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    with pytest.raises(FormatError, match=rf"weight_map\['{re.escape(key)}'\] = '{re.escape(target)}' is not a "
+                                          r"file name in the model folder"):
+        resolve_checkpoint(str(folder))
+
+
+CONFIG_MUTATIONS = 300
+"""Mutated config.json files per run of the fuzz test (each a resolve + load of a 2-layer model)."""
+
+_FUZZ_VALUES = [None, True, False, 0, 1, -1, 2, 3, 4, 8, 16, 64, 128, 101, 256, 1024, 2**31, 2**63, 10**400, -10**400,
+                0.0, 0.25, 0.5, 1.0, 1.5, 64.0, 64.7, 1e-5, 1e-300, 1e6, 1e9, 1e308, float("nan"), float("inf"),
+                float("-inf"), "", "64", "gelu", "gpt_neox", "false", [], [64], {}, {"rope_type": "yarn"},
+                {"rope_theta": 10000, "partial_rotary_factor": 0.5}]
+
+
+def _mutated_config(rng: np.random.Generator, base: dict) -> str:
+    d = dict(base)
+    kind = int(rng.integers(0, 10))
+    if kind == 0:  # damage the text itself
+        text = json.dumps(d)
+        choice = int(rng.integers(0, 3))
+        if choice == 0:
+            return text[: int(rng.integers(0, len(text)))]
+        if choice == 1:
+            depth = int(rng.integers(1, 200_000))
+            return text[:-1] + ', "nest": ' + "[" * depth + "]" * depth + "}"
+        return "[" + text + "]"
+    keys = sorted(set(d) | {"rope_parameters", "rope_scaling", "attention_bias"})
+    for _ in range(int(rng.integers(1, 4))):
+        key = keys[int(rng.integers(0, len(keys)))]
+        if rng.random() < 0.15:
+            d.pop(key, None)
+        else:
+            d[key] = _FUZZ_VALUES[int(rng.integers(0, len(_FUZZ_VALUES)))]
+    return json.dumps(d)
+
+
+def test_config_fuzz_ends_in_a_named_error_or_a_correct_load(tmp_path, weights_folder):
+    """CONFIG_MUTATIONS mutated configs beside fixed weights: each ends in a ConfigError / FormatError /
+    NotFoundError, or loads a model whose config equals the file's values exactly and whose logits are finite."""
+    base, weights = weights_folder
+    rng = np.random.default_rng(16)
+    folder = _with_config(tmp_path, weights, json.dumps(base))
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 101, (2, 9)))
+    outcomes = {"named_error": 0, "loaded": 0}
+    for i in range(CONFIG_MUTATIONS):
+        text = _mutated_config(rng, base)
+        (folder / "config.json").write_text(text)
+        try:
+            model, _ = load_model(resolve_checkpoint(str(folder)))
+        except (ConfigError, FormatError, NotFoundError):
+            outcomes["named_error"] += 1
+            continue
+        outcomes["loaded"] += 1
+        d = json.loads(text)
+        cfg = model.config
+        for f in ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size"):
+            assert getattr(cfg, f) == d[f] and type(d[f]) is int, (i, f, text)
+        assert cfg.layer_norm_eps == d.get("layer_norm_eps", 1e-5), (i, text)
+        assert cfg.use_parallel_residual is d.get("use_parallel_residual", True), (i, text)
+        with torch.no_grad():
+            assert torch.isfinite(model(x)).all(), (i, text)
+    assert outcomes["named_error"] > CONFIG_MUTATIONS // 2 and outcomes["loaded"] > 10, outcomes

@@ -3,13 +3,21 @@
 Resolution of ``(model, revision)``:
 
 - ``model`` is a folder with ``config.json``: that folder (``revision`` then names a sub-folder, so
-  ``--model ckpts --revision step1000`` reads ``ckpts/step1000/``);
+  ``model=ckpts, revision=step1000`` reads ``ckpts/step1000/``);
 - ``model`` is a hub cache repo folder (``.../models--Org--name`` with ``refs/`` and ``snapshots/``), or
   ``model`` is a hub id ``Org/name`` found in the cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
   ``~/.cache/huggingface/hub``): ``refs/<revision>`` holds a commit sha, the files are in
   ``snapshots/<sha>/``; a 40-hex revision names the snapshot directly. This works offline.
-- otherwise, when online and allowed, ``huggingface_hub`` (optional) downloads config.json and one weight
-  set into that cache, then the cache is read as above.
+- a value that starts with ``.``, ``/`` or ``~``, has a path separator beyond ``Org/name``, or whose parent
+  folder exists (``demo/nope``) is a local path: when missing, "no such folder" naming the folders that do
+  exist there, and the network is never asked;
+- otherwise, for a well-formed hub id, when online and allowed, ``huggingface_hub`` (optional) downloads
+  config.json and one weight set into that cache, then the cache is read as above. The hub is asked once
+  first, without retries; when that fails the one error is "offline or not found: REPO@REVISION".
+
+:func:`resolve_revisions` resolves a list of revisions before any is scored and names the missing and the
+present ones together. A config.json is validated field by field (:class:`~.model.GPTNeoXConfig`) and
+against the bytes of the weight files before any module is built.
 
 Weights: ``model.safetensors`` or ``pytorch_model.bin`` (``torch.load(weights_only=True)``), single or
 sharded through ``*.index.json``. The buffer keys ``attention.bias``, ``attention.masked_bias`` and
@@ -20,19 +28,20 @@ its tensors, so revisions that carry identical weights (pythia issues 195, 205, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError, FormatError, NotFoundError
-from .model import GPTNeoX, GPTNeoXConfig, expected_shapes
+from .model import GPTNeoX, GPTNeoXConfig, expected_shapes, read_json, show_value
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,18 @@ KEY_ALIASES = {"lm_head.weight": "embed_out.weight"}
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_HUB_ID_RE = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
+
+MAX_INDEX_BYTES = 64 << 20
+"""A ``*.index.json`` lists one line per tensor (Pythia-12b: ~40 kB); past 64 MiB it is not a weight index."""
+
+MIN_BYTES_PER_PARAM = 1
+"""The narrowest floating-point dtype a weight may have (float8): a config implying more parameters than the
+weight files have bytes describes other weights."""
+
+HUB_TIMEOUT_S = 10.0
+"""Seconds the one hub request that checks a repo and revision (before any download) may take."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +135,75 @@ def repo_cache_folder(model_id: str, cache_dir: Path | None = None) -> Path:
     return (cache_dir or hub_cache_dir()) / ("models--" + model_id.replace("/", "--"))
 
 
+def is_hub_id(model: str) -> bool:
+    """``Org/name`` as the hub spells repo ids: letters, digits, ``_ . -``, each part starting and ending with a
+    letter, digit or ``_``, no ``--`` or ``..``, at most 96 characters."""
+    return len(model) <= 96 and _HUB_ID_RE.match(model) is not None and "--" not in model and ".." not in model
+
+
+def is_local_path(model: str) -> bool:
+    """A ``model`` value meant as a path: it starts with ``.``, ``/`` or ``~``, has a path separator beyond the
+    one of ``Org/name``, or its parent folder exists (``demo/nope`` beside a ``demo/`` folder is a typo of a
+    folder, not a hub id)."""
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        return True
+    if any(sep in model for sep in (os.sep, os.altsep) if sep and sep != "/"):
+        return True
+    return "/" in model and Path(model).expanduser().parent.is_dir()
+
+
+def _names(items: Sequence[str], cap: int = 12) -> str:
+    """``a, b, c`` for a message, the first ``cap`` and a count of the rest."""
+    items = list(items)
+    if not items:
+        return "none"
+    shown = ", ".join(items[:cap])
+    return shown if len(items) <= cap else f"{shown} ... ({len(items) - cap:,} more)"
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """The folders in ``folder`` a user may have meant (hidden ones and ``__pycache__`` left out)."""
+    try:
+        return sorted(p.name for p in folder.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__")
+    except OSError:
+        return []
+
+
+def _no_such_folder(model: str, hub_hint: bool = False) -> NotFoundError:
+    """'no such folder' naming the deepest existing folder above ``model`` and the folders it holds."""
+    base = Path(model).expanduser()
+    while not base.is_dir() and base != base.parent:
+        base = base.parent
+    shown = f"{base}/" if str(base) != "." else "the current folder"
+    hint = ", and not a hub id of the form Org/name (e.g. EleutherAI/pythia-70m)" if hub_hint else ""
+    return NotFoundError(f"model {model!r}: no such folder ({shown} holds {_names(_subfolders(base))}){hint}")
+
+
 def _has_weights(folder: Path) -> bool:
     return any((folder / n).is_file() for n in WEIGHT_INDEXES + WEIGHT_FILES)
+
+
+def shard_names(index: Path | str, weight_map: object) -> list[str]:
+    """The shard files an index's ``weight_map`` names, sorted; each must be a plain file name beside the
+    index (a name like ``../../x.bin`` or ``/etc/passwd`` points outside the model folder and is refused)."""
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise FormatError(f"{index}: weight_map is {show_value(weight_map)}: expected an object key -> shard file")
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+                or "\0" in name or os.path.isabs(name) or Path(name).name != name:
+            raise FormatError(
+                f"{index}: weight_map[{show_value(key)}] = {show_value(name)} is not a file name in the model "
+                "folder (shards must sit beside the index; paths outside the folder are refused)"
+            )
+    return sorted(set(weight_map.values()))
+
+
+def _read_index(index: Path) -> list[str]:
+    data = read_json(index, MAX_INDEX_BYTES, "weight index")
+    if not isinstance(data, dict) or "weight_map" not in data:
+        raise FormatError(f"{index}: not a weight index (expected JSON with a 'weight_map')")
+    return shard_names(index, data["weight_map"])
 
 
 def weight_files_in(folder: Path) -> tuple[Path, ...]:
@@ -124,11 +212,7 @@ def weight_files_in(folder: Path) -> tuple[Path, ...]:
                                ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         index = folder / index_name
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise FormatError(f"{index}: not a weight index (expected JSON with a 'weight_map')") from e
-            names = sorted(set(weight_map.values()))
+            names = _read_index(index)
             missing = [n for n in names if not (folder / n).is_file()]
             if missing:
                 raise NotFoundError(
@@ -159,7 +243,7 @@ def _resolve_in_repo_folder(repo: Path, revision: str) -> tuple[Path, str] | Non
         ref = repo / "refs" / revision
         if not ref.is_file():
             return None
-        sha = ref.read_text().strip()
+        sha = ref.read_text(errors="replace").strip()
         if not _SHA_RE.match(sha):
             raise FormatError(f"{ref}: expected a 40-hex commit sha, found {sha[:60]!r}")
     snap = repo / "snapshots" / sha
@@ -168,86 +252,264 @@ def _resolve_in_repo_folder(repo: Path, revision: str) -> tuple[Path, str] | Non
     return snap, sha
 
 
+def check_weights_size(cfg: GPTNeoXConfig, files: Sequence[Path], config_path: Path) -> None:
+    """Refuse a config that implies more parameters than the weight files can hold (at
+    :data:`MIN_BYTES_PER_PARAM` each), before any module is built or any weight read."""
+    have = sum(p.stat().st_size for p in files)
+    n = cfg.n_params()
+    if n * MIN_BYTES_PER_PARAM > have:
+        raise FormatError(
+            f"{config_path}: describes {n:,} parameters (num_hidden_layers={cfg.num_hidden_layers:,}, "
+            f"hidden_size={cfg.hidden_size:,}, vocab_size={cfg.vocab_size:,}), at least "
+            f"{n * MIN_BYTES_PER_PARAM:,} bytes of weights, but the weight files hold {have:,} bytes: "
+            "config.json does not belong to these weights"
+        )
+
+
 def _checkpoint(model: str, revision: str | None, sha: str | None, folder: Path) -> Checkpoint:
-    return Checkpoint(model=model, revision=revision, commit_sha=sha, folder=folder,
-                      weight_files=weight_files_in(folder), config=GPTNeoXConfig.from_json(folder / "config.json"))
+    cfg = GPTNeoXConfig.from_json(folder / "config.json")
+    files = weight_files_in(folder)
+    check_weights_size(cfg, files, folder / "config.json")
+    return Checkpoint(model=model, revision=revision, commit_sha=sha, folder=folder, weight_files=files, config=cfg)
+
+
+def _kind(model: str) -> tuple[str, Path | None]:
+    """What ``model`` names: ("repo", hub cache repo folder), ("folder", folder) or ("hub", None) for a hub id.
+    A local path that does not exist, or a value that is neither, is a NotFoundError (no network is asked)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "refs").is_dir() and (path / "snapshots").is_dir():
+            return "repo", path
+        return "folder", path
+    if path.exists():
+        raise NotFoundError(
+            f"model {model!r} is a file: model names the folder that holds config.json and the weights"
+        )
+    if is_local_path(model):
+        raise _no_such_folder(model)
+    if not is_hub_id(model):
+        raise _no_such_folder(model, hub_hint=True)
+    return "hub", None
+
+
+def _resolve_local(model: str, revision: str | None, cache_dir: Path | None) -> Checkpoint | None:
+    """The checkpoint when its files are on this machine (a folder, a cache repo folder, the hub cache), else
+    None. Never downloads."""
+    kind, path = _kind(model)
+    if kind == "repo":
+        rev = revision or "main"
+        found = _resolve_in_repo_folder(path, rev)
+        return None if found is None else _checkpoint(model, rev, found[1], found[0])
+    if kind == "folder":
+        folder = path / revision if revision else path
+        if not (folder / "config.json").is_file():
+            return None
+        return _checkpoint(model, revision, _snapshot_sha(folder.resolve()), folder)
+    rev = revision or "main"
+    repo = repo_cache_folder(model, cache_dir)
+    found = _resolve_in_repo_folder(repo, rev) if repo.is_dir() else None
+    return None if found is None else _checkpoint(model, rev, found[1], found[0])
+
+
+def _not_here(model: str, revision: str | None, cache_dir: Path | None, why: str) -> NotFoundError:
+    """The error for a revision whose files are not on this machine; ``why`` says why none is downloaded."""
+    kind, path = _kind(model)
+    if kind == "repo":
+        rev = revision or "main"
+        refs = sorted(p.name for p in (path / "refs").iterdir()) if (path / "refs").is_dir() else []
+        return NotFoundError(
+            f"{path}: revision {rev!r} is not in this cache folder (no refs/{rev} with a complete "
+            f"snapshot): download it, or pick one of {_names(refs)}"
+        )
+    if kind == "folder":
+        folder = path / revision if revision else path
+        if revision:
+            return NotFoundError(
+                f"{folder}: no config.json; with a local model folder, revision names a sub-folder "
+                f"({path} holds {_names(_subfolders(path))})"
+            )
+        return NotFoundError(f"{folder}: no config.json; a model folder needs config.json beside its weights")
+    rev = revision or "main"
+    cache = cache_dir or hub_cache_dir()
+    return NotFoundError(
+        f"{model} revision {rev!r} is not in the hub cache {cache} (looked for "
+        f"{repo_cache_folder(model, cache).name}/refs/{rev} and its snapshot) and {why}: download it first, "
+        f"e.g. `huggingface-cli download {model} --revision {rev}`, or point model at a folder"
+    )
+
+
+def _downloads_off(allow_download: bool) -> str | None:
+    """Why no download may be tried, or None when one may."""
+    if hub_offline():
+        return "downloads are off (HF_HUB_OFFLINE is set)"
+    if not allow_download:
+        return "downloads are off (not allowed)"
+    return None
 
 
 def resolve_checkpoint(model: str, revision: str | None = None, *, allow_download: bool = True,
                        cache_dir: str | os.PathLike | None = None) -> Checkpoint:
     """Find the files of ``model`` at ``revision`` (see the module docstring for the rules)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "refs").is_dir() and (path / "snapshots").is_dir():  # a hub cache repo folder
-            rev = revision or "main"
-            found = _resolve_in_repo_folder(path, rev)
-            if found is None:
-                raise NotFoundError(
-                    f"{path}: revision {rev!r} is not in this cache folder (no refs/{rev} with a complete "
-                    f"snapshot): download it, or pick one of {sorted(p.name for p in (path / 'refs').iterdir())}"
-                )
-            return _checkpoint(model, rev, found[1], found[0])
-        folder = path / revision if revision else path
-        if revision and not (folder / "config.json").is_file():
-            raise NotFoundError(
-                f"{folder}: no config.json; with a local --model folder, --revision names a sub-folder"
-            )
-        return _checkpoint(model, revision, _snapshot_sha(folder.resolve()), folder)
-
-    if model.count("/") != 1 or model.startswith((".", "/", "~")):
-        raise NotFoundError(
-            f"--model {model!r}: not a folder, and not a hub id of the form Org/name (e.g. EleutherAI/pythia-70m)"
-        )
-    rev = revision or "main"
-    cache = Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
-    repo = repo_cache_folder(model, cache)
-    found = _resolve_in_repo_folder(repo, rev) if repo.is_dir() else None
+    cache = Path(cache_dir).expanduser() if cache_dir else None
+    found = _resolve_local(model, revision, cache)
     if found is not None:
-        return _checkpoint(model, rev, found[1], found[0])
-    if not allow_download or hub_offline():
-        raise NotFoundError(
-            f"{model} revision {rev!r} is not in the hub cache {cache} (looked for "
-            f"{repo.name}/refs/{rev} and its snapshot) and downloads are off "
-            f"({'HF_HUB_OFFLINE is set' if hub_offline() else 'not allowed'}): download it first, "
-            f"e.g. `huggingface-cli download {model} --revision {rev}`, or point --model at a folder"
-        )
-    _download(model, rev, cache)
-    found = _resolve_in_repo_folder(repo, rev)
+        return found
+    kind, _ = _kind(model)
+    off = _downloads_off(allow_download)
+    if kind != "hub" or off:
+        raise _not_here(model, revision, cache, off or "")
+    rev = revision or "main"
+    _download(model, rev, cache or hub_cache_dir())
+    found = _resolve_local(model, rev, cache)
     if found is None:
-        raise NotFoundError(f"{model} revision {rev!r}: downloaded, but {repo} still lacks a complete snapshot")
-    return _checkpoint(model, rev, found[1], found[0])
+        raise NotFoundError(f"{model}@{rev}: downloaded, but {repo_cache_folder(model, cache)} still lacks a "
+                            "complete snapshot")
+    return found
+
+
+@dataclass(frozen=True)
+class RevisionPlan:
+    """Where each revision of a model is, found before any scoring starts."""
+
+    model: str
+    present: dict[str | None, Checkpoint]
+    """revisions whose files are here, resolved (config validated, weight files listed)"""
+    to_download: list[str]
+    """revisions not here that the hub lists: downloaded when scored"""
+
+
+def resolve_revisions(model: str, revisions: Sequence[str | None], *, allow_download: bool = True,
+                      cache_dir: str | os.PathLike | None = None) -> RevisionPlan:
+    """Resolve every revision before any is scored: NotFoundError listing the missing ones and the present ones
+    when any is neither here nor (online, downloads allowed, hub id) on the hub; a bad config.json or weight
+    index of a present one raises here too. The hub is asked once (its list of branches and tags)."""
+    cache = Path(cache_dir).expanduser() if cache_dir else None
+    present: dict[str | None, Checkpoint] = {}
+    absent: list[str | None] = []
+    for rev in revisions:
+        ck = _resolve_local(model, rev, cache)
+        if ck is None:
+            absent.append(rev)
+        else:
+            present[rev] = ck
+    if not absent:
+        return RevisionPlan(model, present, [])
+    kind, _ = _kind(model)
+    off = _downloads_off(allow_download)
+    label = lambda r: r if r is not None else "(default)"  # noqa: E731
+    if kind == "hub" and not off:
+        refs, failure = _hub_refs(model)
+        if failure is not None:
+            if len(absent) == 1 and not present:
+                raise _offline_or_not_found(model, absent[0] or "main", failure) from failure
+            where = f"offline or not found on the hub ({type(failure).__name__})"
+        else:
+            where = "not in the hub cache, and not among the hub's branches and tags"
+        to_download = [r or "main" for r in absent if failure is None and ((r or "main") in refs
+                                                                          or _SHA_RE.match(r or "main"))]
+        missing = [r for r in absent if (r or "main") not in to_download]
+        if not missing:
+            return RevisionPlan(model, present, to_download)
+        if len(missing) == 1 and not present:
+            raise _offline_or_not_found(model, missing[0] or "main")
+        fix = "check the revision names, or download them first"
+    else:
+        missing = absent
+        if len(missing) == 1 and not present:
+            raise _not_here(model, missing[0], cache, off or "")
+        if kind == "folder":
+            where = "no sub-folder with config.json"
+            fix = "add a sub-folder with config.json and weights for each, or leave them out of revisions"
+        else:
+            where = f"not in the hub cache, and {off or 'downloads are off'}"
+            fix = (f"download them first (e.g. `huggingface-cli download {model} --revision "
+                   f"{missing[0] or 'main'}`), or leave them out of revisions")
+    raise NotFoundError(
+        f"model {model}: {len(missing):,} of {len(revisions):,} revisions are missing ({where}): "
+        f"{_names([label(r) for r in missing])}; present: {_names([label(r) for r in present])}. {fix}"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_hub_logs():
+    """The hub client logs a warning per retry ('Retrying in 1s [Retry 1/5]'): our one error says it instead."""
+    lg = logging.getLogger("huggingface_hub")
+    old = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
+
+
+def _offline_or_not_found(model: str, revision: str, e: Exception | None = None) -> NotFoundError:
+    cause = f" ({type(e).__name__})" if e is not None else ""
+    return NotFoundError(
+        f"offline or not found: {model}@{revision}{cause}: check the model id and revision, or download it "
+        f"by hand (`huggingface-cli download {model} --revision {revision}`)"
+    )
+
+
+def _hub_client():
+    try:
+        import huggingface_hub
+    except ImportError as e:
+        raise ConfigError(
+            "a checkpoint is not in the hub cache and huggingface_hub is not installed: "
+            "`pip install huggingface_hub` (the [hub] extra), or download the checkpoint by hand"
+        ) from e
+    return huggingface_hub
+
+
+def _hub_refs(model: str) -> tuple[set[str], Exception | None]:
+    """The hub's branch and tag names of ``model``, and None; or an empty set and the client's error. One
+    request with a timeout first (the repo's main, which also tells whether the hub can be reached), then the
+    list of refs; no retries."""
+    hub = _hub_client()
+    with _quiet_hub_logs():
+        try:
+            api = hub.HfApi()
+            api.model_info(model, timeout=HUB_TIMEOUT_S)
+            refs = api.list_repo_refs(model)
+        except Exception as e:  # the client raises many kinds (connection, timeout, HTTP, repo not found)
+            return set(), e
+    return {r.name for r in [*(refs.branches or []), *(refs.tags or [])]}, None
 
 
 def _download(model: str, revision: str, cache: Path) -> None:
-    """Download config.json and one weight set (safetensors preferred) into the hub cache."""
-    try:
-        from huggingface_hub import HfApi, hf_hub_download
-    except ImportError as e:
-        raise ConfigError(
-            f"{model} revision {revision!r} is not in the hub cache {cache} and huggingface_hub is not "
-            "installed: `pip install huggingface_hub` (the [hub] extra), or download the checkpoint by hand"
-        ) from e
-    try:
-        names = set(HfApi().list_repo_files(model, revision=revision))
-        wanted = ["config.json"]
-        for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                                   ("pytorch_model.bin.index.json", "pytorch_model.bin")):
-            if index_name in names:
-                path = hf_hub_download(model, index_name, revision=revision, cache_dir=cache)
-                wanted += [index_name] + sorted(set(json.loads(Path(path).read_text())["weight_map"].values()))
-                break
-            if single in names:
-                wanted.append(single)
-                break
-        else:
-            raise NotFoundError(f"{model} revision {revision!r} has no GPT-NeoX weight files on the hub")
-        for name in wanted:
-            log.info("downloading %s@%s: %s", model, revision, name)
-            hf_hub_download(model, name, revision=revision, cache_dir=cache)
-    except NotFoundError:
-        raise
-    except Exception as e:  # the hub client raises many kinds (HTTP, repo/revision not found, offline)
-        raise NotFoundError(f"{model} revision {revision!r}: download failed: {type(e).__name__}: {e}") from e
+    """Download config.json and one weight set (safetensors preferred) into the hub cache. The hub is asked
+    first with one request without retries (the repo at that revision and its file list); if that fails,
+    one 'offline or not found' error, and nothing else is tried."""
+    hub = _hub_client()
+    with _quiet_hub_logs():
+        try:
+            info = hub.HfApi().model_info(model, revision=revision, timeout=HUB_TIMEOUT_S)
+        except Exception as e:  # the client raises many kinds (connection, timeout, HTTP, repo/revision not found)
+            raise _offline_or_not_found(model, revision, e) from e
+        names = {s.rfilename for s in (getattr(info, "siblings", None) or [])}
+        try:
+            wanted = ["config.json"]
+            for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                                       ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+                if index_name in names:
+                    path = Path(hub.hf_hub_download(model, index_name, revision=revision, cache_dir=cache))
+                    wanted += [index_name] + _read_index(path)
+                    break
+                if single in names:
+                    wanted.append(single)
+                    break
+            else:
+                raise NotFoundError(f"{model}@{revision} has no GPT-NeoX weight files on the hub "
+                                    f"(it lists {_names(sorted(names))})")
+            for name in wanted:
+                log.info("downloading %s@%s: %s", model, revision, name)
+                hub.hf_hub_download(model, name, revision=revision, cache_dir=cache)
+        except (NotFoundError, FormatError):
+            raise
+        except Exception as e:  # the client raises many kinds (HTTP, connection lost mid-download, disk full)
+            raise NotFoundError(f"{model}@{revision}: download failed ({type(e).__name__}: {e}); rerun to retry, "
+                                f"or download it by hand (`huggingface-cli download {model} --revision "
+                                f"{revision}`)") from e
 
 
 def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:

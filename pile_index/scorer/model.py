@@ -19,7 +19,9 @@ logits tensor never exists.
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,43 @@ from torch import nn
 from ..errors import ConfigError, FormatError, NotFoundError
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""config.json files are about 1 kB; anything past 1 MiB is not a model config (and is not parsed)."""
+
+INT_LIMITS: dict[str, int] = {
+    "vocab_size": 1 << 24,  # 16,777,216: 64x the largest vocabularies in use (~262k)
+    "hidden_size": 1 << 16,  # 65,536: several times the widest published dense models (Pythia-12b: 5,120)
+    "num_attention_heads": 1 << 12,  # 4,096 (Pythia-12b: 40)
+    "num_hidden_layers": 1 << 10,  # 1,024 (Pythia-12b: 36); building more modules takes minutes
+    "intermediate_size": 1 << 18,  # 262,144 (Pythia-12b: 20,480)
+    "max_position_embeddings": 1 << 20,  # 1,048,576 tokens (Pythia: 2,048)
+}
+"""Integer fields of the config and the largest value taken: sane bounds, checked before anything is built."""
+
+FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "rotary_pct": (0.0, 1.0, True),  # a share of each head's dims, 0 and 1 included
+    "rotary_emb_base": (0.0, 1e12, False),  # theta > 0 (Pythia: 10,000; long-context models use up to ~1e7)
+    "layer_norm_eps": (0.0, 1.0, False),  # eps > 0 (Pythia: 1e-5)
+}
+"""Float fields: (low, high, low included); every value must be finite and low <(=) value <= high."""
+
+BOOL_FIELDS = ("use_parallel_residual", "attention_bias")
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = _SHOW.maxlong = 40
+_SHOW.maxlevel = 2
+
+
+def show_value(v: Any) -> str:
+    """A short repr of a config value for a message (a 400-digit integer or a deep list stays one line)."""
+    return _SHOW.repr(v)
+
+
 @dataclass(frozen=True)
 class GPTNeoXConfig:
-    """The shape of a GPT-NeoX model, read from a Hugging Face ``config.json``."""
+    """The shape of a GPT-NeoX model, read from a Hugging Face ``config.json``. Validated when built: every
+    integer field an ``int`` within :data:`INT_LIMITS`, every float finite within :data:`FLOAT_RANGES`,
+    every flag a ``bool``."""
 
     vocab_size: int
     """rows of embed_in / embed_out (padded: 50304 for Pythia up to 2.8b), tokens"""
@@ -58,6 +94,9 @@ class GPTNeoXConfig:
     attention_bias: bool = True
     """query_key_value and attention.dense carry biases"""
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
@@ -67,69 +106,88 @@ class GPTNeoXConfig:
         return int(self.head_dim * self.rotary_pct)
 
     def validate(self) -> None:
-        for f in ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
-                  "max_position_embeddings"):
+        """Raise ConfigError naming the first bad field (type, finiteness, range, divisibility)."""
+        for f, cap in INT_LIMITS.items():
             v = getattr(self, f)
-            if not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"model config {f}={v!r}: expected a positive integer")
+            if type(v) is not int:  # bool, float (64.7 or 64.0), str, None: refused, never truncated
+                raise ConfigError(f"model config {f}={show_value(v)} ({type(v).__name__}): expected an integer")
+            if not 1 <= v <= cap:
+                raise ConfigError(f"model config {f}={show_value(v)}: expected an integer in 1 .. {cap:,}")
+        for f, (lo, hi, lo_ok) in FLOAT_RANGES.items():
+            v = getattr(self, f)
+            if type(v) not in (int, float):
+                raise ConfigError(f"model config {f}={show_value(v)} ({type(v).__name__}): expected a number")
+            if not math.isfinite(v) or not ((lo <= v) if lo_ok else (lo < v)) or v > hi:
+                bounds = f"{'[' if lo_ok else '('}{lo:g}, {hi:g}]"
+                raise ConfigError(f"model config {f}={show_value(v)}: expected a finite number in {bounds}")
+        for f in BOOL_FIELDS:
+            v = getattr(self, f)
+            if type(v) is not bool:
+                raise ConfigError(f"model config {f}={show_value(v)} ({type(v).__name__}): expected true or false")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"model config hidden_size={self.hidden_size:,} is not a multiple of "
                 f"num_attention_heads={self.num_attention_heads:,}"
             )
-        if not 0.0 <= self.rotary_pct <= 1.0:
-            raise ConfigError(f"model config rotary_pct={self.rotary_pct!r}: expected a share in [0, 1]")
         if self.rotary_ndims % 2:
             raise ConfigError(
                 f"model config rotary dims int({self.head_dim} * {self.rotary_pct}) = {self.rotary_ndims} is odd: "
                 "rotate-half needs an even number"
             )
-        if self.rotary_emb_base <= 0 or self.layer_norm_eps <= 0:
-            raise ConfigError("model config rotary_emb_base and layer_norm_eps must be positive")
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> GPTNeoXConfig:
         """From the dict of a Hugging Face ``config.json``: the Pythia form (``rotary_pct``, ``rotary_emb_base``)
-        or the transformers-5 form (``rope_parameters: {partial_rotary_factor, rope_theta}``)."""
+        or the transformers-5 form (``rope_parameters: {partial_rotary_factor, rope_theta}``). Values are taken
+        as they are (no int() / float() / bool() coercion), so a wrong type is an error, never a truncation."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config.json holds a JSON {type(d).__name__}: expected an object of GPT-NeoX fields")
         if d.get("model_type", "gpt_neox") != "gpt_neox":
-            raise ConfigError(f"config.json model_type={d.get('model_type')!r}: expected 'gpt_neox'")
+            raise ConfigError(f"config.json model_type={show_value(d.get('model_type'))}: expected 'gpt_neox'")
         act = d.get("hidden_act", "gelu")
         if act != "gelu":
-            raise ConfigError(f"config.json hidden_act={act!r}: only the exact 'gelu' of GPT-NeoX/Pythia is supported")
-        if d.get("tie_word_embeddings", False):
-            raise ConfigError("config.json tie_word_embeddings=true: GPT-NeoX has an untied embed_out")
-        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
-        if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-            raise ConfigError(f"config.json rope type {rope.get('rope_type')!r}: only the default rotary is supported")
-        try:
-            cfg = cls(
-                vocab_size=int(d["vocab_size"]),
-                hidden_size=int(d["hidden_size"]),
-                num_attention_heads=int(d["num_attention_heads"]),
-                num_hidden_layers=int(d["num_hidden_layers"]),
-                intermediate_size=int(d["intermediate_size"]),
-                rotary_pct=float(d.get("rotary_pct", rope.get("partial_rotary_factor", 0.25))),
-                rotary_emb_base=float(d.get("rotary_emb_base", rope.get("rope_theta", 10000.0))),
-                layer_norm_eps=float(d.get("layer_norm_eps", 1e-5)),
-                use_parallel_residual=bool(d.get("use_parallel_residual", True)),
-                max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
-                attention_bias=bool(d.get("attention_bias", True)),
+            raise ConfigError(
+                f"config.json hidden_act={show_value(act)}: only the exact 'gelu' of GPT-NeoX/Pythia is supported"
             )
-        except KeyError as e:
-            raise ConfigError(f"config.json lacks {e.args[0]!r}: not a GPT-NeoX config") from e
-        cfg.validate()
-        return cfg
+        tie = d.get("tie_word_embeddings", False)
+        if tie is not False:
+            raise ConfigError(
+                f"config.json tie_word_embeddings={show_value(tie)}: expected false (GPT-NeoX has an untied embed_out)"
+            )
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        if not isinstance(rope, dict):
+            raise ConfigError(f"config.json rope_parameters={show_value(rope)}: expected an object or null")
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("default", None):
+            raise ConfigError(f"config.json rope type {show_value(rope_type)}: only the default rotary is supported")
+        missing = [k for k in ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers",
+                               "intermediate_size") if k not in d]
+        if missing:
+            raise ConfigError(f"config.json lacks {missing[0]!r}: not a GPT-NeoX config")
+        return cls(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["hidden_size"],
+            num_attention_heads=d["num_attention_heads"],
+            num_hidden_layers=d["num_hidden_layers"],
+            intermediate_size=d["intermediate_size"],
+            rotary_pct=_real("rotary_pct", d.get("rotary_pct", rope.get("partial_rotary_factor", 0.25))),
+            rotary_emb_base=_real("rotary_emb_base", d.get("rotary_emb_base", rope.get("rope_theta", 10000.0))),
+            layer_norm_eps=_real("layer_norm_eps", d.get("layer_norm_eps", 1e-5)),
+            use_parallel_residual=d.get("use_parallel_residual", True),
+            max_position_embeddings=d.get("max_position_embeddings", 2048),
+            attention_bias=d.get("attention_bias", True),
+        )
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> GPTNeoXConfig:
         path = Path(path)
         if not path.is_file():
             raise NotFoundError(f"{path}: no config.json; a model folder needs config.json beside its weights")
+        d = read_json(path, MAX_CONFIG_BYTES, "model config")
         try:
-            d = json.loads(path.read_text())
-        except ValueError as e:
-            raise FormatError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_hf_dict(d)
+            return cls.from_hf_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +210,31 @@ class GPTNeoXConfig:
         matmul_params = self.n_params() - self.vocab_size * self.hidden_size
         attn = 2 * 2 * self.num_hidden_layers * self.hidden_size * (seq_len + 1) / 2
         return int(2 * matmul_params + attn)
+
+
+def _real(field: str, v: Any) -> float:
+    """A config number as float; bool, str, None and integers beyond float range are refused by name."""
+    if type(v) not in (int, float):
+        raise ConfigError(f"config.json {field}={show_value(v)} ({type(v).__name__}): expected a number")
+    try:
+        return float(v)
+    except OverflowError as e:  # an integer literal like 10**400
+        raise ConfigError(f"config.json {field}={show_value(v)}: expected a finite number") from e
+
+
+def read_json(path: Path, max_bytes: int, what: str) -> Any:
+    """Parse a small JSON file robustly: over ``max_bytes``, not UTF-8, not JSON or nested too deeply for the
+    parser are FormatErrors naming the file (never a RecursionError or UnicodeDecodeError)."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FormatError(f"{path}: larger than {max_bytes:,} bytes, too large for a {what}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError as e:
+        raise FormatError(f"{path}: JSON nested too deeply to be a {what}") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers of more than 4,300 digits
+        raise FormatError(f"{path}: not valid JSON ({e})") from e
 
 
 PYTHIA_SHAPES: dict[str, dict[str, int]] = {

@@ -10,7 +10,8 @@ Two layers:
   per (revision, chunk of rows), each written atomically under ``OUT.parts/`` and listed in
   ``OUT.parts/manifest.json``; a rerun with the same job skips finished parts, and the final file is the
   parts concatenated in (revision, chunk) order, byte-identical across reruns. A job whose options differ
-  from the manifest's is refused rather than mixed.
+  from the manifest's is refused rather than mixed. Every revision still to score is resolved before the
+  first is scored, so a missing one stops the job before any work, named with the present ones.
 
 Dtype is chosen in one place (:func:`pick_dtype`): fp32 on CPU (what the tests run; bf16 matmuls are slow on
 most CPUs), bf16 on CUDA (fp16 where bf16 is missing); softmax statistics are fp32 either way.
@@ -34,7 +35,7 @@ import torch
 
 from ..atomic import atomic_path, write_bytes
 from ..errors import ConfigError, FormatError
-from .checkpoint import Checkpoint, DuplicateWeights, load_model, resolve_checkpoint
+from .checkpoint import Checkpoint, DuplicateWeights, load_model, resolve_checkpoint, resolve_revisions
 from .metrics import (MEM_CONTINUATION, MEM_PREFIX, memorization_score, memorized_one_pass, row_means,
                       token_metrics)
 from .model import GPTNeoX, GPTNeoXConfig
@@ -306,6 +307,9 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
     names = [[f"r{ri:03d}-c{ci:06d}.parquet" for ci in range(n_chunks)] for ri in range(len(revisions))]
     n_done = sum(min(chunk_rows, n - ci * chunk_rows) for ri in range(len(revisions))
                  for ci in range(n_chunks) if manifest.done(names[ri][ci]))
+    # every revision still to score is found before the first is scored (missing ones named together)
+    pending = [rev for ri, rev in enumerate(revisions) if not all(manifest.done(nm) for nm in names[ri])]
+    plan = resolve_revisions(model, pending, allow_download=allow_download, cache_dir=cache_dir)
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -338,7 +342,8 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
                 rec = manifest.data["checkpoints"].get(key, {})
                 dups.check(label, rec.get("weights_sha256"), rec.get("tensors_sha256"))
                 continue
-            ckpt: Checkpoint = resolve_checkpoint(model, rev, allow_download=allow_download, cache_dir=cache_dir)
+            ckpt: Checkpoint = plan.present.get(rev) or resolve_checkpoint(
+                model, rev, allow_download=allow_download, cache_dir=cache_dir)
             rec = ckpt.record()
             old = manifest.data["checkpoints"].get(key)
             if old is not None and old["weights_sha256"] != rec["weights_sha256"]:

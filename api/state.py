@@ -12,14 +12,11 @@ from typing import Any
 import duckdb
 from tokenizers import Tokenizer
 
-from pile_index.dataset_query import DatasetQuery
-from pile_index.docstore import DocumentTable
-from pile_index.documents import documents_for
+from pile_index.datasets import DatasetQuery
 from pile_index.errors import ConfigError, FormatError
-from pile_index.order import order_config
-from pile_index.provenance import Order, open_order
-from pile_index.store import TokenStore
-from pile_index.tokenizer import load_tokenizer
+from pile_index.format import TokenStore, load_tokenizer
+from pile_index.order import Order, open_order, order_config
+from pile_index.sql import DocumentTable, documents_for
 
 from .settings import Settings
 

@@ -35,10 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 def build_store(folder: Path, n_docs: int, seq_length: int, batch: int) -> tuple[str, list[str]]:
     from pile_index import write_indexed
+    from pile_index.format import TokenStore
     from pile_index.ngram import build_index
-    from pile_index.order import OrderConfig
-    from pile_index.provenance import open_order
-    from pile_index.store import TokenStore
+    from pile_index.order import OrderConfig, open_order
 
     prefix = folder / "bench"
     rng = np.random.default_rng(0)

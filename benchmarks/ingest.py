@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.demo_corpus import demo_documents, train_demo_tokenizer  # noqa: E402
 from ingest.pipeline import IngestConfig, ingest  # noqa: E402
-from pile_index.indexed import IndexedDatasetWriter, best_fitting_dtype  # noqa: E402
+from pile_index.format import IndexedDatasetWriter, best_fitting_dtype  # noqa: E402
 
 REAL_TOKENIZER = Path(os.environ.get("PILE_INDEX_TOKENIZER", Path(__file__).resolve().parents[2] / "shared" / "data" / "20B_tokenizer.json"))
 

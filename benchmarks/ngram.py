@@ -35,9 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pile_index.indexed import write_index  # noqa: E402
+from pile_index.format import TokenStore, write_index  # noqa: E402
 from pile_index.ngram import NgramIndex, build_index  # noqa: E402
-from pile_index.store import TokenStore  # noqa: E402
 
 VOCAB = 50_277  # GPT-NeoX-20B tokenizer.get_vocab_size()
 
@@ -69,7 +68,7 @@ def _child(kind: str, prefix: str, out: str) -> None:
     if kind == "ours":
         tiny = Path(out) / "warm"
         tiny.mkdir(parents=True, exist_ok=True)
-        from pile_index.indexed import write_indexed
+        from pile_index.format import write_indexed
 
         write_indexed(tiny / "t", [np.arange(50) % 7, np.arange(20) % 3], np.uint16)
         build_index(TokenStore(tiny / "t"), tiny / "t.ngram")  # compile / load the numba kernels

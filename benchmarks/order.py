@@ -131,7 +131,7 @@ def run_child(kind: str, prefix: str, num_samples: int) -> dict:
 
 
 def make_sparse_store(prefix: str, sizes: np.ndarray) -> None:
-    from pile_index.indexed import write_index
+    from pile_index.format import write_index
 
     write_index(prefix + ".idx", np.uint16, sizes, np.arange(sizes.size + 1, dtype=np.int64))
     with open(prefix + ".bin", "wb") as f:
@@ -182,8 +182,7 @@ def main() -> None:
 
 
 def run_all(args, work: Path) -> None:
-    from pile_index.order import OrderConfig, index_map_paths
-    from pile_index.provenance import open_order
+    from pile_index.order import OrderConfig, index_map_paths, open_order
 
     # warm numba's cache so neither side pays compilation inside the timed region
     tiny = str(work / "tiny")
@@ -248,9 +247,8 @@ def run_all(args, work: Path) -> None:
 
 
 def run_rows(args, work: Path) -> None:
-    from pile_index.indexed import IndexedDatasetWriter, write_indexed
-    from pile_index.order import OrderConfig
-    from pile_index.provenance import open_order
+    from pile_index.format import IndexedDatasetWriter, write_indexed
+    from pile_index.order import OrderConfig, open_order
 
     sizes = lognormal_sizes(args.rows_docs, seed=3)
     rng = np.random.default_rng(3)

@@ -8,13 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from pile_index.datasets import DatasetConfig, build_dataset
-from pile_index.dataset_query import DatasetQuery
-from pile_index.documents import documents_for
+from pile_index.datasets import (DatasetConfig, DatasetQuery, ReplayConfig, SelectionConfig, Strategy, build_dataset,
+                                 parse_revisions, pythia_schedule, replay_training)
 from pile_index.errors import ConfigError, PileIndexError
-from pile_index.replay import ReplayConfig, replay_training
-from pile_index.schedule import parse_revisions, pythia_schedule
-from pile_index.selection import SelectionConfig, Strategy
+from pile_index.sql import documents_for
 
 from .order_options import add_order_options, open_order_from_args
 from .output import add_json_flag, emit
@@ -87,9 +84,8 @@ def _ngram_rows(args, order):
         return None
     if not (args.ngram_text or args.ngram_tokens):
         raise ConfigError("--select ngram needs --ngram-text or --ngram-tokens")
-    from pile_index.documents import tokenizer_for
-    from pile_index.ngram import NgramIndex, query_tokens
-    from pile_index.ngram_steps import occurrence_rows
+    from pile_index.ngram import NgramIndex, occurrence_rows, query_tokens
+    from pile_index.sql import tokenizer_for
 
     def rows():
         tok = tokenizer_for(order.store, args.tokenizer) if args.ngram_text else None
@@ -159,7 +155,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pile_index.stats import token_stats
+    from pile_index.format import token_stats
 
     order = open_order_from_args(args, args.prefix)
     vocab = args.vocab_size or int(token_stats(order.store)["max_token"] or 0) + 1

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from ingest.attach import MIN_MATCH_FRACTION
-from pile_index.documents import documents_for, tokenizer_for
 from pile_index.errors import ConfigError, LimitError, QueryError
+from pile_index.format import TokenStore
 from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, query_tokens
-from pile_index.store import TokenStore
+from pile_index.sql import documents_for, tokenizer_for
 
 from .order_options import add_order_options, open_order_from_args
 from .output import add_json_flag, emit
@@ -156,7 +156,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
-    from pile_index.ngram_steps import ngram_steps
+    from pile_index.ngram import ngram_steps
 
     store = TokenStore(args.prefix)
     ids = _query(args, store)
@@ -179,7 +179,7 @@ def parse_step_range(text: str) -> tuple[int, int]:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from pile_index.ngram_steps import occurrences_table
+    from pile_index.ngram import occurrences_table
     from pile_index.sql import exposed_files, row_pieces_table, run_sql
 
     prefixes = [args.prefix, *args.part]

@@ -1,7 +1,7 @@
 """``pile-index order build|stats|verify``, ``sample``, ``batch`` and ``doc-steps``: the training order.
 
-All take the shared order options (``cli/order_options.py``); see ``pile_index/order.py`` and
-``pile_index/provenance.py`` for the algorithm and the exact semantics.
+All take the shared order options (``cli/order_options.py``); see ``pile_index/order/index_maps.py`` and
+``pile_index/order/training.py`` for the algorithm and the exact semantics.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import logging
 import time
 
 from pile_index.atomic import save_npy
-from pile_index.documents import documents_for, tokenizer_for
 from pile_index.errors import ConfigError, QueryError
-from pile_index.order import MAX_EPOCHS, build_plan, index_map_paths
-from pile_index.provenance import TrainingOrder, describe_batch, describe_sample, verify_orders
+from pile_index.order import (MAX_EPOCHS, TrainingOrder, build_plan, describe_batch, describe_sample,
+                              index_map_paths, verify_orders)
+from pile_index.sql import documents_for, tokenizer_for
 
 from .order_options import add_order_options, open_order_from_args
 from .output import add_json_flag, emit

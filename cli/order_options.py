@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pile_index.order import MAX_EPOCHS, PRESETS, OrderConfig, order_config
-from pile_index.provenance import Order, open_order
-from pile_index.store import TokenStore
+from pile_index.format import TokenStore
+from pile_index.order import MAX_EPOCHS, PRESETS, Order, OrderConfig, open_order, order_config
 
 
 def add_order_options(parser: argparse.ArgumentParser) -> None:

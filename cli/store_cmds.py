@@ -8,10 +8,9 @@ import math
 import re
 from dataclasses import fields
 
-from pile_index.documents import document_view, documents_for, tokenizer_for
 from pile_index.errors import ConfigError
-from pile_index.stats import corpus_info
-from pile_index.store import TokenStore
+from pile_index.format import TokenStore, corpus_info
+from pile_index.sql import document_view, documents_for, tokenizer_for
 
 from .order_options import add_order_options
 from .output import add_json_flag, emit
@@ -91,8 +90,8 @@ def parse_setting(name: str, value: str) -> int | float:
 
 def settings_from_args(args: argparse.Namespace):
     from api.settings import Settings
-    from pile_index.documents import store_tokenizer_path
-    from pile_index.indexed import strip_prefix
+    from pile_index.format import strip_prefix
+    from pile_index.sql import store_tokenizer_path
 
     tok = args.tokenizer
     if tok is None and store_tokenizer_path(strip_prefix(args.prefix[0])).is_file():

@@ -41,11 +41,9 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from pile_index.atomic import atomic_path, write_bytes
-from pile_index.docstore import DOCUMENT_SCHEMA
 from pile_index.errors import ConfigError
-from pile_index.indexed import IndexedDatasetWriter
-from pile_index.store import TokenStore
-from pile_index.tokenizer import EOD_TOKEN, TokenizerFile, eod_id, read_tokenizer
+from pile_index.format import EOD_TOKEN, IndexedDatasetWriter, TokenStore, TokenizerFile, eod_id, read_tokenizer
+from pile_index.sql import DOCUMENT_SCHEMA
 
 from .pipeline import _encode_batch, token_hashes
 from .readers import LineReader, ParsedLine, ProblemLog, StreamError, expand_inputs, parse_block

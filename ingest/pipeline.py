@@ -44,10 +44,10 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from pile_index.atomic import atomic_path, write_bytes
-from pile_index.docstore import DOCUMENT_SCHEMA
 from pile_index.errors import ConfigError
-from pile_index.indexed import IndexedDatasetWriter, best_fitting_dtype, index_file_path, strip_prefix
-from pile_index.tokenizer import TokenizerFile, eod_id, read_tokenizer
+from pile_index.format import (IndexedDatasetWriter, TokenizerFile, best_fitting_dtype, eod_id, index_file_path,
+                               read_tokenizer, strip_prefix)
+from pile_index.sql import DOCUMENT_SCHEMA
 
 from .readers import KeyTally, LineReader, ParsedLine, ProblemLog, Reason, StreamError, expand_inputs, parse_block
 

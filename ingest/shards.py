@@ -26,7 +26,7 @@ from typing import Any
 
 from pile_index.atomic import atomic_open, write_bytes
 from pile_index.errors import ConfigError, FormatError, NotFoundError
-from pile_index.indexed import IndexedDataset, MMapIndex, strip_prefix
+from pile_index.format import IndexedDataset, MMapIndex, strip_prefix
 
 COPY_BYTES = 8 << 20
 _SHARD_RE = re.compile(r"^(?P<base>.+)-(?P<i>\d{5})-of-(?P<last>\d{5})\.bin$")

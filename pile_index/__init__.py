@@ -1,13 +1,13 @@
 """pile-index: exact dataset and provenance for the Pythia suite.
 
-Core library: the GPT-NeoX ``.bin/.idx`` format (:mod:`pile_index.indexed`), token stores
-(:mod:`pile_index.store`), the training order, n-gram index, document store and scorer in their own
-modules. The core never imports ``ingest`` or ``api``.
+Core library, one package per concept: :mod:`pile_index.format` (the GPT-NeoX ``.bin/.idx`` format, token
+stores, the tokenizer), :mod:`pile_index.order` (the training order and provenance), :mod:`pile_index.ngram`,
+:mod:`pile_index.sql` (documents table and SQL), :mod:`pile_index.scorer` and :mod:`pile_index.datasets`;
+``errors``, ``atomic`` and ``progress`` serve them all. The core never imports ``ingest``, ``api`` or ``cli``.
 """
 
 from .errors import ConfigError, FormatError, LimitError, NotFoundError, PileIndexError, QueryError
-from .indexed import IndexedDataset, IndexedDatasetWriter, write_indexed
-from .store import TokenStore
+from .format import IndexedDataset, IndexedDatasetWriter, TokenStore, write_indexed
 
 __version__ = "0.1.0"
 

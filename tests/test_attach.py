@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from cli.main import main as cli_main
 from ingest.attach import AttachConfig, AttachRefusedError, attach
 from ingest.pipeline import IngestConfig, ingest
-from pile_index.store import TokenStore
+from pile_index.format import TokenStore
 
 WORDS = ["<|endoftext|>", "<|padding|>"] + [f"w{i}" for i in range(30)] + ["[UNK]"]
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pile_index.dataset_summary import overall_effect, plot, summarize
+from pile_index.datasets import overall_effect, plot, summarize
 
 
 def _dataset(path):
@@ -52,7 +52,7 @@ def test_difference_in_differences(tmp_path):
 
 def test_missing_effect_is_explained(tmp_path):
     """Fewer checkpoints or rows than an effect needs: one sentence saying what is missing, not null columns."""
-    from pile_index.dataset_summary import effect_unavailable
+    from pile_index.datasets import effect_unavailable
 
     ds = tmp_path / "dataset.parquet"
     _dataset(ds)

@@ -13,14 +13,11 @@ import pyarrow as pa
 import pytest
 
 from pile_index import write_indexed
-from pile_index.datasets import DatasetConfig, build_dataset
-from pile_index.docstore import DOCUMENT_SCHEMA, DocumentTable
+from pile_index.datasets import (DatasetConfig, ReplayConfig, SelectionConfig, Strategy, build_dataset,
+                                 parse_revisions, replay_training)
 from pile_index.errors import NotFoundError
-from pile_index.order import OrderConfig
-from pile_index.provenance import open_order
-from pile_index.replay import ReplayConfig, replay_training
-from pile_index.schedule import parse_revisions
-from pile_index.selection import SelectionConfig, Strategy
+from pile_index.order import OrderConfig, open_order
+from pile_index.sql import DOCUMENT_SCHEMA, DocumentTable
 
 VOCAB, L, B, STEPS = 200, 64, 4, 32
 
@@ -220,7 +217,7 @@ def test_failed_build_resumes_or_restarts_with_one_command(world, capsys, monkey
     import shlex
 
     from cli.main import main
-    from pile_index import datasets
+    from pile_index.datasets import build as datasets
 
     order, _, ckpts, tmp = world
     revs = ["step0", "step1", "step2"]

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from ingest.demo_corpus import build_demo_corpus, demo_documents, stdlib_sources, train_demo_tokenizer
 from ingest.pipeline import IngestConfig, ingest
-from pile_index.indexed import IndexedDataset
+from pile_index.format import IndexedDataset
 
 
 def read_records(paths):

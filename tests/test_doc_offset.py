@@ -12,8 +12,8 @@ from api.main import create_app
 from api.settings import Settings
 from cli.main import main
 from pile_index import TokenStore, write_indexed
-from pile_index.documents import document_view
 from pile_index.errors import QueryError
+from pile_index.sql import document_view
 
 
 @pytest.fixture()

@@ -20,8 +20,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from ingest.pipeline import IngestConfig, ingest
 from pile_index import PileIndexError, TokenStore, write_indexed
 from pile_index.errors import FormatError
-from pile_index.order import OrderConfig, index_map_paths
-from pile_index.provenance import open_order
+from pile_index.order import OrderConfig, index_map_paths, open_order
 
 MAP_MUTATIONS = 2000  # full runs; see the fuzz_count fixture
 JSONL_MUTATIONS = 1000

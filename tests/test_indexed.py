@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pile_index import FormatError, IndexedDataset, IndexedDatasetWriter, QueryError, TokenStore, write_indexed
-from pile_index.indexed import DTYPES, best_fitting_dtype, code_of
+from pile_index.format import DTYPES, best_fitting_dtype, code_of
 
-# Written from docs/FORMATS.md ("The indexed dataset"), independently of pile_index.indexed.
+# Written from docs/FORMATS.md ("The indexed dataset"), independently of pile_index.format.indexed.
 REF_CODES = {np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5, np.float32: 6, np.float64: 7, np.uint16: 8}
 
 

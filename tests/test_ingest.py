@@ -25,9 +25,9 @@ from cli.main import main
 from ingest.demo_corpus import SPECIAL_TOKENS, new_demo_tokenizer
 from ingest.pipeline import IngestConfig, ingest, token_hash, token_hashes
 from ingest.readers import LineReader, StrictError
-from pile_index.docstore import DOCUMENT_SCHEMA
 from pile_index.errors import FormatError
-from pile_index.indexed import IndexedDataset
+from pile_index.format import IndexedDataset
+from pile_index.sql import DOCUMENT_SCHEMA
 
 TEXTS = [
     "Hello, I am a document.",

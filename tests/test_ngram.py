@@ -10,9 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pile_index.errors import FormatError, LimitError, NotFoundError, QueryError
-from pile_index.indexed import write_indexed
+from pile_index.format import TokenStore, write_indexed
 from pile_index.ngram import NgramIndex, build_index, plan_shards, query_tokens, suffix_array
-from pile_index.store import TokenStore
 
 
 def brute(docs: list[np.ndarray], pat: list[int]) -> list[tuple[int, int]]:
@@ -235,7 +234,7 @@ def test_query_tokens_parsing_and_limits():
 
 
 def test_text_query_with_real_tokenizer(tmp_path, real_tokenizer_path):
-    from pile_index.tokenizer import load_tokenizer
+    from pile_index.format import load_tokenizer
 
     tok = load_tokenizer(real_tokenizer_path)
     texts = ["Hello, I am here. Hello, I am", "I am Hello, I am"]

@@ -8,12 +8,9 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import Settings
-from pile_index.indexed import write_indexed
-from pile_index.ngram import NgramIndex, build_index
-from pile_index.ngram_steps import ngram_steps
-from pile_index.order import order_config
-from pile_index.provenance import open_order
-from pile_index.store import TokenStore
+from pile_index.format import TokenStore, write_indexed
+from pile_index.ngram import NgramIndex, build_index, ngram_steps
+from pile_index.order import open_order, order_config
 
 DOCS = [[5, 6, 7, 5, 6], [5, 6], [7, 7, 5, 6, 5, 6, 7], [], [6, 5, 6, 5]]
 

@@ -12,14 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.main import main as cli_main
-from pile_index.docstore import DOCUMENT_SCHEMA, DocumentTable
 from pile_index.errors import LimitError
-from pile_index.indexed import write_indexed
-from pile_index.ngram import NgramIndex, build_index
-from pile_index.ngram_steps import ngram_steps, occurrence_rows, occurrences_table
-from pile_index.order import order_config
-from pile_index.provenance import open_order
-from pile_index.store import TokenStore
+from pile_index.format import TokenStore, write_indexed
+from pile_index.ngram import NgramIndex, build_index, ngram_steps, occurrence_rows, occurrences_table
+from pile_index.order import open_order, order_config
+from pile_index.sql import DOCUMENT_SCHEMA, DocumentTable
 
 
 def brute_pairs(order, docs, pat):

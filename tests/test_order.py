@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pile_index.errors import ConfigError, FormatError, LimitError, NotFoundError
-from pile_index.indexed import write_indexed
+from pile_index.format import write_indexed
 from pile_index.order import (
     PRESETS,
     OrderConfig,
@@ -32,8 +32,8 @@ from pile_index.order import (
     num_epochs,
     order_config,
 )
-from pile_index.provenance import open_order
-from pile_index.store import TokenStore
+from pile_index.format import TokenStore
+from pile_index.order import open_order
 
 # ------------------------------------------------------------------------------------------ references
 

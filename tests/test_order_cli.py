@@ -12,9 +12,8 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import Settings
 from cli.main import main
-from pile_index.indexed import IndexedDataset, write_indexed
-from pile_index.order import OrderConfig
-from pile_index.provenance import open_order
+from pile_index.format import IndexedDataset, write_indexed
+from pile_index.order import OrderConfig, open_order
 
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12]
 OPTS = ["--seed", "5", "--seq-length", "32", "--num-samples", "100", "--batch-size", "4"]

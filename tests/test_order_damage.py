@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import Settings
 from pile_index.errors import FormatError
-from pile_index.indexed import IndexedDataset, write_indexed
-from pile_index.order import OrderConfig, checked_marker_key, checked_marker_path, index_map_paths, load_index_mappings
-from pile_index.provenance import inverse_paths, open_order
+from pile_index.format import IndexedDataset, write_indexed
+from pile_index.order import (OrderConfig, checked_marker_key, checked_marker_path, index_map_paths, inverse_paths,
+                              load_index_mappings, open_order)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12, 0, 51]

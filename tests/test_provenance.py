@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pile_index.docstore import DOCUMENT_SCHEMA, DocumentTable
 from pile_index.errors import ConfigError, NotFoundError, QueryError
-from pile_index.indexed import IndexedDataset, IndexedDatasetWriter, write_indexed
+from pile_index.format import IndexedDataset, IndexedDatasetWriter, write_indexed
 from pile_index.order import OrderConfig, build_index_mappings
-from pile_index.provenance import (
+from pile_index.sql import DOCUMENT_SCHEMA, DocumentTable
+from pile_index.order import (
     PreshuffledOrder,
     TrainingOrder,
     describe_sample,
@@ -30,7 +30,7 @@ from pile_index.provenance import (
     open_order,
     verify_orders,
 )
-from pile_index.tokenizer import load_tokenizer
+from pile_index.format import load_tokenizer
 
 
 def ref_getitem(ds: IndexedDataset, doc_idx, sample_idx, shuffle_idx, idx: int) -> np.ndarray:

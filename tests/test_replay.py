@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from pile_index.replay import ReplayConfig, replay_training
+from pile_index.datasets import ReplayConfig, replay_training
 from pile_index.scorer.model import GPTNeoX, GPTNeoXConfig
 
 B, L, V = 4, 16, 50

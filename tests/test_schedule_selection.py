@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pile_index.datasets import (SelectionConfig, Strategy, before_steps, parse_revisions, pythia_schedule,
+                                 revision_step, select_rows, treatment_steps)
 from pile_index.errors import ConfigError
-from pile_index.schedule import before_steps, parse_revisions, pythia_schedule, revision_step, treatment_steps
-from pile_index.selection import SelectionConfig, Strategy, select_rows
 
 
 def test_pythia_schedule_has_154_checkpoints():

@@ -190,8 +190,7 @@ def test_cli_score_preshuffled_and_raw(tmp_path, ckpts, capsys):
     t2 = pq.read_table(out2)
     assert t2.column("sample_index").to_pylist() == [2, 3, 4, 5]
     assert t2.column("revision").to_pylist() == [None] * 4
-    from pile_index.provenance import open_order
-    from pile_index.order import order_config
+    from pile_index.order import open_order, order_config
     rows = open_order(str(raw), order_config(seed=7, seq_length=L, num_samples=8, batch_size=2)).rows(np.arange(2, 6))
     model1, _ = load_model(resolve_checkpoint(str(ckpts / "step1")))
     ref2 = score_rows(model1, rows, ScoreOptions(ban_eod=True))
@@ -214,8 +213,7 @@ def test_cli_errors(tmp_path, ckpts, capsys):
     assert main([*base, "--steps", "0", "--out", str(tmp_path / "a.csv")]) == 2
     assert "expected a .parquet" in capsys.readouterr().err
     with pytest.raises(QueryError):
-        from pile_index.order import order_config
-        from pile_index.provenance import open_order
+        from pile_index.order import open_order, order_config
         open_order(str(pre), order_config(seq_length=L, num_samples=8, batch_size=4, seed=0),
                    preshuffled=True).sample_index(2, 0)
 

@@ -13,7 +13,7 @@ import pytest
 from cli.main import main
 from ingest.shards import find_shards, join_shards, read_hash_lines, shard_name, split_shards, verify_hashes
 from pile_index.errors import FormatError, NotFoundError
-from pile_index.indexed import IndexedDataset, write_indexed
+from pile_index.format import IndexedDataset, write_indexed
 
 
 @pytest.fixture()

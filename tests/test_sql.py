@@ -10,13 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cli.main import main as cli_main
-from pile_index.docstore import DOCUMENT_SCHEMA
 from pile_index.errors import LimitError, QueryError
-from pile_index.indexed import write_indexed
-from pile_index.order import order_config
-from pile_index.provenance import open_order
-from pile_index.sql import check_sql, exposed_files, row_pieces_table, run_sql
-from pile_index.store import TokenStore
+from pile_index.format import TokenStore, write_indexed
+from pile_index.order import open_order, order_config
+from pile_index.sql import DOCUMENT_SCHEMA, check_sql, exposed_files, row_pieces_table, run_sql
 
 
 @pytest.fixture()

@@ -11,8 +11,8 @@ import pytest
 
 from cli.main import main
 from pile_index import TokenStore, write_indexed
-from pile_index.docstore import DOCUMENT_SCHEMA
-from pile_index.stats import corpus_info, token_stats
+from pile_index.format import corpus_info, token_stats
+from pile_index.sql import DOCUMENT_SCHEMA
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from pile_index.datasets import dominant_sources
 from pile_index.errors import NotFoundError, PileIndexError
-from pile_index.ngram_steps import occurrence_rows
+from pile_index.ngram import occurrence_rows
 
 from ..routers import corpus as corpus_routes
 from ..routers import datasets as dataset_routes

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from pile_index.stats import corpus_info
+from pile_index.format import corpus_info
 
 router = APIRouter(prefix="/v1", tags=["corpus"])
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from pile_index.dataset_query import DatasetQuery
+from pile_index.datasets import DatasetQuery
 from pile_index.errors import NotFoundError
 
 from ..params import Id

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from pile_index.documents import document_view
 from pile_index.errors import LimitError
+from pile_index.sql import document_view
 
 from ..params import ASCII_INT, MAX_INT, Id
 from ..schemas import DocumentMeta

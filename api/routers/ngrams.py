@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, StrictInt
 
 from pile_index.errors import ConfigError, LimitError, QueryError
-from pile_index.ngram import NgramIndex, query_tokens
-from pile_index.ngram_steps import ngram_steps
+from pile_index.ngram import NgramIndex, ngram_steps, query_tokens
 
 from ..params import ASCII_INT, MAX_INT, Text
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from pile_index.errors import ConfigError, LimitError
-from pile_index.provenance import TrainingOrder, describe_batch, describe_sample
+from pile_index.order import TrainingOrder, describe_batch, describe_sample
 
 from ..params import ASCII_INT, MAX_INT, Id
 from ..schemas import DocumentMeta, model_json

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, StrictInt
 
 from pile_index.errors import LimitError, QueryError
-from pile_index.ngram import query_tokens
-from pile_index.ngram_steps import occurrences_table
+from pile_index.ngram import occurrences_table, query_tokens
 from pile_index.sql import check_sql, exposed_files, row_pieces_table, run_sql
 
 from .ngrams import ngram_index, query_ids

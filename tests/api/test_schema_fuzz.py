@@ -21,11 +21,10 @@ from api.main import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from api.state import open_state  # noqa: E402
 from pile_index import write_indexed  # noqa: E402
-from pile_index.docstore import DOCUMENT_SCHEMA  # noqa: E402
+from pile_index.format import TokenStore  # noqa: E402
 from pile_index.ngram import build_index  # noqa: E402
-from pile_index.order import OrderConfig  # noqa: E402
-from pile_index.provenance import open_order  # noqa: E402
-from pile_index.store import TokenStore  # noqa: E402
+from pile_index.order import OrderConfig, open_order  # noqa: E402
+from pile_index.sql import DOCUMENT_SCHEMA  # noqa: E402
 
 
 def _app():

@@ -1,6 +1,6 @@
 """Training rows x checkpoints x metrics in one command: the memorization / influence dataset.
 
-``build_dataset`` picks rows (:mod:`pile_index.selection`), reads them through the training order, scores
+``build_dataset`` picks rows (:mod:`pile_index.datasets.selection`), reads them through the training order, scores
 them at every checkpoint (:mod:`pile_index.scorer`), and writes, under ``OUT/``:
 
 - ``rows.parquet``: one row per training row: contiguous ``train_index``, ``sample_index`` (= ``index`` of
@@ -10,7 +10,7 @@ them at every checkpoint (:mod:`pile_index.scorer`), and writes, under ``OUT/``:
 - ``checkpoints.parquet``: revision, its step, resolved commit sha, weight hashes, duplicates;
 - ``dataset.parquet``: rows x checkpoints with ``loss``, ``entropy``, ``accuracy``, ``memorized``,
   ``memorization_score`` and the checkpoint record;
-- ``summary/*.parquet`` and ``plots/*.png`` (:mod:`pile_index.dataset_summary`).
+- ``summary/*.parquet`` and ``plots/*.png`` (:mod:`pile_index.datasets.summary`).
 
 Every revision is resolved before the first is scored (:func:`~pile_index.scorer.checkpoint.resolve_revisions`):
 a missing one stops the build before any work, naming the missing and the present ones.
@@ -41,13 +41,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path, write_bytes
-from .docstore import DocumentTable
-from .errors import ConfigError, FormatError, PileIndexError
+from ..atomic import atomic_path, write_bytes
+from ..sql.docstore import DocumentTable
+from ..errors import ConfigError, FormatError, PileIndexError
 from .schedule import before_steps, revision_step, treatment_steps
 from .selection import SelectionConfig, Strategy, select_rows
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 MEMORIZED_EVALS_TOKENS = 64  # pythia-memorized-evals keep the first 64 tokens of a row
 
@@ -169,7 +169,7 @@ def score_part(model: str, revision: str, rows: np.ndarray, batch_rows: int, dev
     """
     import torch
 
-    from .scorer import ScoreOptions, load_model, pick_device, pick_dtype, resolve_checkpoint, score_rows
+    from ..scorer import ScoreOptions, load_model, pick_device, pick_dtype, resolve_checkpoint, score_rows
 
     torch.set_num_threads(1)
     dev = pick_device(device)
@@ -264,9 +264,9 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     """Build ``OUT/`` as described in the module docstring; returns a summary of what was written.
 
     Every revision is resolved first; ``restart`` deletes parts left by an earlier build of ``out_dir``."""
-    from .dataset_summary import effect_unavailable, overall_effect, plot, summarize
-    from .progress import progress_bar
-    from .scorer.checkpoint import resolve_revisions
+    from .summary import effect_unavailable, overall_effect, plot, summarize
+    from ..progress import progress_bar
+    from ..scorer.checkpoint import resolve_revisions
 
     cfg.validate()
     plan = resolve_revisions(cfg.model, cfg.revisions, allow_download=cfg.allow_download)

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .errors import FormatError, NotFoundError
+from ..errors import FormatError, NotFoundError
 
 DOCUMENT_SCHEMA = pa.schema(
     [

@@ -38,12 +38,12 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from .atomic import save_npy
-from .errors import ConfigError, FormatError, LimitError, NotFoundError
-from .indexed import IndexedDataset, strip_prefix
-from .store import TokenStore
+from ..atomic import save_npy
+from ..errors import ConfigError, FormatError, LimitError, NotFoundError
+from ..format.indexed import IndexedDataset, strip_prefix
+from ..format.store import TokenStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 MAP_KINDS = ("doc_idx", "sample_idx", "shuffle_idx")
 
@@ -477,7 +477,7 @@ def _check_maps_kernel(sizes, doc_idx, sample_idx, shuffle_idx, seen):
 
 MAP_PROBLEMS = {
     # code: (file kind, what its entry should have been). The numba kernels that read the maps
-    # (here and in provenance.py) return these codes with the entry's index; map_error names the file.
+    # (here and in training.py) return these codes with the entry's index; map_error names the file.
     # (9 is provenance's "row pieces do not add up to seq_length + 1 tokens", which names no single entry.)
     1: ("doc_idx", "a document index below the store's {n:,} documents"),
     2: ("sample_idx", "a doc_idx position inside doc_idx, non-decreasing"),
@@ -542,7 +542,7 @@ def check_index_maps(maps: IndexMaps, sizes: np.ndarray, paths: dict[str, Path],
     FormatError, never in an out-of-bounds read."""
     import json
 
-    from .atomic import write_bytes
+    from ..atomic import write_bytes
 
     marker = checked_marker_path(paths)
     key = checked_marker_key(paths, sizes)
@@ -643,6 +643,6 @@ class _NoBar:
 def _stage_bar(progress: bool, total: int, desc: str):
     if not progress:
         return _NoBar()
-    from .progress import progress_bar
+    from ..progress import progress_bar
 
     return progress_bar(total=total, desc=desc, unit="stage", leave=False)

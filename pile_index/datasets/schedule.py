@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PYTHIA_FINAL_STEP = 143_000
 

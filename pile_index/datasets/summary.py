@@ -20,10 +20,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .atomic import atomic_path
-from .errors import NotFoundError
+from ..atomic import atomic_path
+from ..errors import NotFoundError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 COHORT_MEANS_SQL = """
 SELECT "group", cohort, checkpoint_step, revision,

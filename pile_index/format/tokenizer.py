@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from .errors import ConfigError, NotFoundError
+from ..errors import ConfigError, NotFoundError
 
 EOD_TOKEN = "<|endoftext|>"
 

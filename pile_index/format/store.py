@@ -15,7 +15,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from .errors import ConfigError, QueryError
+from ..errors import ConfigError, QueryError
 from .indexed import IndexedDataset, strip_prefix
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, NotFoundError
+from ..errors import ConfigError, NotFoundError
 
 
 class Strategy(StrEnum):

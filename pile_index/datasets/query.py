@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from .errors import NotFoundError
+from ..errors import NotFoundError
 
 
 def _q(path: Path) -> str:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .atomic import atomic_path, write_bytes
-from .errors import ConfigError
-from .scorer.model import GPTNeoX, GPTNeoXConfig
+from ..atomic import atomic_path, write_bytes
+from ..errors import ConfigError
+from ..scorer.model import GPTNeoX, GPTNeoXConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 
 import numba
 import numpy as np
-from .atomic import write_bytes
-from .progress import progress_bar
+from ..atomic import write_bytes
+from ..progress import progress_bar
 from .store import TokenStore
 
 CHUNK = 1 << 26  # tokens per pass: 128 MiB of uint16, keeps page-cache pressure bounded

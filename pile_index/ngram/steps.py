@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import ConfigError, LimitError
-from .ngram import NgramIndex
+from ..errors import ConfigError, LimitError
+from .index import NgramIndex
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 DEFAULT_BUCKETS = 100
 

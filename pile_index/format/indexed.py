@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_open
-from .errors import FormatError, QueryError
+from ..atomic import atomic_open
+from ..errors import FormatError, QueryError
 
 HDR_MAGIC = b"MMIDIDX\x00\x00"
 HEADER_BYTES = 34  # 9 magic + 8 version + 1 dtype + 8 len + 8 doc_count

@@ -48,11 +48,11 @@ from typing import Any
 import numba
 import numpy as np
 
-from .atomic import atomic_path, write_bytes
-from .errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
-from .store import TokenStore
+from ..atomic import atomic_path, write_bytes
+from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
+from ..format.store import TokenStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 FORMAT_VERSION = 2
 DEFAULT_SHARD_TOKENS = 1 << 28  # 268M tokens: ~5.8 GB peak RSS while building one shard (measured ~22 B/token)
@@ -489,7 +489,7 @@ def build_index(
         _build_shards_on_ray(store, todo, folder, len(shards), ray_address, ray_num_cpus)
     else:
         if progress:
-            from .progress import progress_bar
+            from ..progress import progress_bar
 
             iterator = progress_bar(todo, desc="ngram shards", unit="shard")
         else:

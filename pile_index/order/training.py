@@ -37,10 +37,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .atomic import save_npy
-from .documents import public_metadata
-from .errors import ConfigError, FormatError, NotFoundError, QueryError
-from .order import (
+from ..atomic import save_npy
+from ..sql.documents import public_metadata
+from ..errors import ConfigError, FormatError, NotFoundError, QueryError
+from .index_maps import (
     MAX_EPOCHS,
     IndexMaps,
     OrderConfig,
@@ -51,9 +51,9 @@ from .order import (
     load_index_mappings,
     map_error,
 )
-from .store import TokenStore
+from ..format.store import TokenStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 _PREFETCH_PIECES = 4  # pieces ahead to prefetch while copying
 _PREFETCH_TOKENS = 256  # tokens of each such piece to prefetch, one call per 32
@@ -837,7 +837,7 @@ def verify_orders(raw: TrainingOrder, pre: PreshuffledOrder, start: int = 0, sto
         raise QueryError(f"row range {start:,}..{stop:,} must lie within 0..{limit:,} (rows both stores have)")
     bar = None
     if progress:
-        from .progress import progress_bar
+        from ..progress import progress_bar
 
         bar = progress_bar(total=stop - start, desc="order verify", unit="row", leave=False)
     mismatch = None

@@ -34,10 +34,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import ConfigError, LimitError, NotFoundError, QueryError
-from .indexed import strip_prefix
+from ..errors import ConfigError, LimitError, NotFoundError, QueryError
+from ..format.indexed import strip_prefix
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 EXPOSED_FILES = ("documents", "spans", "occurrences", "scores")
 MAX_VIEW_ROWS = 1 << 24  # training rows one row_pieces table may expand (16.8M rows, ~1 GB of pieces)

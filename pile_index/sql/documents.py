@@ -13,9 +13,9 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from .docstore import DocumentTable
-from .errors import NotFoundError, QueryError
-from .store import TokenStore
-from .tokenizer import load_tokenizer
+from ..errors import NotFoundError, QueryError
+from ..format.store import TokenStore
+from ..format.tokenizer import load_tokenizer
 
 
 def store_tokenizer_path(prefix: str) -> Path:

@@ -1,0 +1,14 @@
+"""The n-gram index and when training saw an n-gram.
+
+- :mod:`.index`: suffix arrays (SA-IS), sharded builds (local or Ray), ``NgramIndex`` count / locate, query
+  parsing (``query_tokens``);
+- :mod:`.steps`: occurrences -> documents -> training rows -> (step, slot).
+"""
+
+from .index import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, plan_shards, query_tokens, suffix_array
+from .steps import ngram_steps, occurrence_rows, occurrences_table
+
+__all__ = [
+    "DEFAULT_SHARD_TOKENS", "NgramIndex", "build_index", "ngram_steps", "occurrence_rows", "occurrences_table",
+    "plan_shards", "query_tokens", "suffix_array",
+]

@@ -59,7 +59,10 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pi = state if state is not None else open_state(settings)
-        yield
+        try:
+            yield
+        finally:
+            app.state.pi.close()  # the corpus's DuckDB connections
 
     app = FastAPI(
         title="pile-index",

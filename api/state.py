@@ -1,22 +1,22 @@
-"""What the service holds while it runs: the store, its document table, tokenizer, order and datasets, opened
-read-only once before the service starts (never at import)."""
+"""What the service holds while it runs: its settings, one :class:`~pile_index.corpus.Corpus` (store,
+documents table, tokenizer, order, n-gram index) and the datasets, opened read-only once before the service
+starts (never at import) and closed by the lifespan. Routes reach them through the dependencies of
+``api/deps.py``."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
-from tokenizers import Tokenizer
 
+from pile_index import Corpus
 from pile_index.datasets import DatasetQuery
 from pile_index.errors import ConfigError, FormatError
-from pile_index.format import TokenStore, load_tokenizer
-from pile_index.order import Order, open_order, order_config
-from pile_index.sql import DocumentTable, documents_for
+from pile_index.format import TokenStore
+from pile_index.order import OrderConfig, order_config
 
 from .settings import Settings
 
@@ -25,29 +25,30 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AppState:
-    settings: Settings
-    store: TokenStore
-    documents: DocumentTable | None = None
-    tokenizer: Tokenizer | None = None
-    cache: dict[str, Any] = field(default_factory=dict)
-    ngram: Any = None  # the n-gram index (pile_index.ngram.NgramIndex), opened on first use by api/routers/ngrams.py
-    _order_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """The service's settings, its :class:`Corpus` and the caches of answers computed once per service."""
 
-    @property
-    def order(self) -> Order:
-        """The training order over the store, opened on first use from the order settings (index maps
-        memmapped read-only; never built here: `pile-index order build` does that)."""
-        with self._order_lock:
-            if "order" not in self.cache:
-                s = self.settings
-                cfg = order_config(s.order_preset, seed=s.seed, seq_length=s.seq_length, num_samples=s.num_samples,
-                                   name=s.name, batch_size=s.batch_size, train_steps=s.train_steps,
-                                   preshuffled_items=len(self.store) if s.preshuffled else None)
-                self.cache["order"] = open_order(self.store, cfg, preshuffled=s.preshuffled)
-            return self.cache["order"]
+    settings: Settings
+    corpus: Corpus
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.corpus.close()
 
 
 ORDER_SETTINGS = ("order_preset", "seed", "seq_length", "num_samples", "name", "batch_size", "train_steps")
+
+
+def order_spec(settings: Settings):
+    """The order options the settings name, as a function of the store (a preshuffled store's rows stand in
+    for num_samples); called on first use of the order, so missing options refuse only order questions."""
+    s = settings
+
+    def cfg(store: TokenStore) -> OrderConfig:
+        return order_config(s.order_preset, seed=s.seed, seq_length=s.seq_length, num_samples=s.num_samples,
+                            name=s.name, batch_size=s.batch_size, train_steps=s.train_steps,
+                            preshuffled_items=len(store) if s.preshuffled else None)
+
+    return cfg
 
 
 def open_state(settings: Settings) -> AppState:
@@ -56,13 +57,18 @@ def open_state(settings: Settings) -> AppState:
     range-checked) when any order setting is given, and every dataset folder."""
     if not settings.prefixes:
         raise ConfigError("Settings.prefixes is empty; pass at least one PREFIX to `pile-index serve`")
-    store = TokenStore(settings.prefixes)
-    documents = documents_for(store)
-    tokenizer = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
-    state = AppState(settings=settings, store=store, documents=documents, tokenizer=tokenizer)
-    if settings.preshuffled or any(getattr(settings, k) is not None for k in ORDER_SETTINGS):
-        _ = state.order  # opened now: missing index maps or a bad option are a start-up error
-    state.cache["datasets"] = open_datasets(settings.datasets)
+    corpus = Corpus.open(settings.prefixes, order=order_spec(settings), tokenizer=settings.tokenizer,
+                         preshuffled=settings.preshuffled, store_tokenizer=False)
+    state = AppState(settings=settings, corpus=corpus)
+    try:
+        _ = corpus.documents, corpus.tokenizer
+        if settings.preshuffled or any(getattr(settings, k) is not None for k in ORDER_SETTINGS):
+            _ = corpus.order  # opened now: missing index maps or a bad option are a start-up error
+        state.cache["datasets"] = open_datasets(settings.datasets)
+    except BaseException:
+        corpus.close()
+        raise
+    store = corpus.store
     log.info("opened %s: %s items, %s tokens", store.prefix, f"{len(store):,}", f"{store.n_tokens:,}")
     return state
 

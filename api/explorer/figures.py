@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import Request, Response
 from pydantic import BaseModel
 
+from pile_index import Corpus
 from pile_index.datasets import dominant_sources
 from pile_index.errors import NotFoundError, PileIndexError
 from pile_index.ngram import occurrence_rows
@@ -23,6 +24,8 @@ from ..routers import ngrams as ngram_routes
 from ..routers import order as order_routes
 from ..routers import samples as sample_routes
 from ..routers import sql as sql_routes
+from ..settings import Settings
+from ..state import AppState
 
 HEAD_TOKENS = 24  # tokens of a row shown as its first words on a step page
 CONTEXT_TOKENS = 16  # tokens each side of an n-gram occurrence
@@ -42,8 +45,16 @@ def answer(result: Any) -> Any:
     return result
 
 
-def pi_of(request: Request) -> Any:
+def state_of(request: Request) -> AppState:
     return request.app.state.pi
+
+
+def corpus_of(request: Request) -> Corpus:
+    return request.app.state.pi.corpus
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.pi.settings
 
 
 def records(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -54,40 +65,41 @@ def records(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 def sql(request: Request, query: str, *, steps: str | None = None, ngram_tokens: str | None = None,
         ngram_text: str | None = None, bucket_steps: int | None = None, max_rows: int | None = None) -> dict:
-    return answer(sql_routes.get_sql(request, sql=query, max_rows=max_rows, steps=steps, ngram_tokens=ngram_tokens,
-                                     ngram_text=ngram_text, bucket_steps=bucket_steps))
+    return answer(sql_routes.get_sql(corpus_of(request), settings_of(request), sql=query, max_rows=max_rows,
+                                     steps=steps, ngram_tokens=ngram_tokens, ngram_text=ngram_text,
+                                     bucket_steps=bucket_steps))
 
 
 # -- corpus and order
 
 
 def corpus(request: Request) -> dict[str, Any]:
-    return answer(corpus_routes.get_corpus(request))
+    return answer(corpus_routes.get_corpus(corpus_of(request), state_of(request)))
 
 
 def sources(request: Request) -> list[dict[str, Any]]:
     """Documents and tokens per ``pile_set_name`` (largest first), with shares; [] without a documents table.
     Cached: the page palette follows this order."""
-    pi = pi_of(request)
-    if "explorer_sources" not in pi.cache:
+    state = state_of(request)
+    if "explorer_sources" not in state.cache:
         rows: list[dict[str, Any]] = []
-        if pi.documents is not None:
+        if state.corpus.documents is not None:
             rows = records(sql(request, SOURCES_SQL))
             total = sum(r["tokens"] or 0 for r in rows) or 1
             for r in rows:
                 r["share"] = (r["tokens"] or 0) / total
-        pi.cache["explorer_sources"] = rows
-    return pi.cache["explorer_sources"]
+        state.cache["explorer_sources"] = rows
+    return state.cache["explorer_sources"]
 
 
 def order(request: Request) -> dict[str, Any]:
-    return answer(order_routes.get_order(request))
+    return answer(order_routes.get_order(corpus_of(request), state_of(request)))
 
 
 def chart_steps(request: Request, info: dict[str, Any]) -> tuple[int, int]:
     """The step range of the overview's composition chart: the trained steps, cut to
     ``explorer_max_chart_rows`` rows."""
-    cap = pi_of(request).settings.explorer_max_chart_rows
+    cap = settings_of(request).explorer_max_chart_rows
     hi = min(info["train_steps"], max(1, cap // info["batch_size"]))
     return 0, hi
 
@@ -112,16 +124,16 @@ def composition(request: Request, lo: int, hi: int, bucket_steps: int | None = N
 def step_rows(request: Request, step: int) -> list[dict[str, Any]]:
     """Each row of a step: slot, sample_index, its first tokens as text, number of document spans, the
     source holding most of its tokens, and whether it was trained."""
-    pi = pi_of(request)
-    order = pi.order
+    corpus = corpus_of(request)
+    order = corpus.order
     tokens = order.batch(step)  # range-checked: a step past the order is a QueryError
     ks = np.arange(order.sample_index(step, 0), order.sample_index(step, order.batch_size - 1) + 1, dtype=np.int64)
     heads = [row[:HEAD_TOKENS].tolist() for row in tokens]
-    texts = pi.tokenizer.decode_batch(heads, skip_special_tokens=False) if pi.tokenizer is not None else None
+    texts = corpus.tokenizer.decode_batch(heads, skip_special_tokens=False) if corpus.tokenizer is not None else None
     spans = [order.spans(int(k)) for k in ks]
     dominant: list[str | None] = [None] * ks.size
-    if pi.documents is not None and not order.preshuffled:
-        dominant = dominant_sources(order, pi.documents)(ks)
+    if corpus.documents is not None and not order.preshuffled:
+        dominant = dominant_sources(order, corpus.documents)(ks)
     out = []
     for i, k in enumerate(ks.tolist()):
         out.append({"slot": i, "sample_index": k, "head_tokens": heads[i], "head_text": texts[i] if texts else None,
@@ -132,13 +144,13 @@ def step_rows(request: Request, step: int) -> list[dict[str, Any]]:
 
 def sample(request: Request, step: int, slot: int) -> dict[str, Any]:
     """``/v1/samples/{step}/{slot}`` with each span's own text (the span's tokens decoded alone)."""
-    pi = pi_of(request)
-    rec = answer(sample_routes.get_sample(request, step, slot, text=True))
-    rec.setdefault("trained", rec["sample_index"] < pi.order.trained_samples)
+    corpus = corpus_of(request)
+    rec = answer(sample_routes.get_sample(corpus, step, slot, text=True))
+    rec.setdefault("trained", rec["sample_index"] < corpus.order.trained_samples)
     for s in rec["spans"] or []:
         a = s["sample_start"]
         piece = rec["tokens"][a : a + s["doc_end"] - s["doc_start"]]
-        s["text"] = pi.tokenizer.decode(piece, skip_special_tokens=False) if pi.tokenizer is not None else None
+        s["text"] = corpus.tokenizer.decode(piece, skip_special_tokens=False) if corpus.tokenizer is not None else None
         s["pile_set_name"] = (s.get("metadata") or {}).get("pile_set_name")
     return rec
 
@@ -146,9 +158,9 @@ def sample(request: Request, step: int, slot: int) -> dict[str, Any]:
 def dataset_rows(request: Request, sample_index: int) -> list[dict[str, Any]]:
     """Every served dataset's record of this row (``/v1/datasets/{name}/samples/{k}``), with its name."""
     out = []
-    for name in answer(dataset_routes.list_datasets(request)):
+    for name in answer(dataset_routes.list_datasets(state_of(request))):
         try:
-            rec = answer(dataset_routes.get_sample(request, name, sample_index))
+            rec = answer(dataset_routes.get_sample(state_of(request), name, sample_index))
         except NotFoundError:
             continue  # this dataset does not hold the row
         out.append({"name": name, **rec})
@@ -159,13 +171,14 @@ def dataset_rows(request: Request, sample_index: int) -> list[dict[str, Any]]:
 
 
 def document(request: Request, doc_id: int, offset: int, limit: int) -> dict[str, Any]:
-    return answer(document_routes.get_document(request, doc_id, offset=offset, limit=limit))
+    return answer(document_routes.get_document(corpus_of(request), settings_of(request), doc_id, offset=offset,
+                                               limit=limit))
 
 
 def document_steps(request: Request, doc_id: int) -> tuple[dict[str, Any] | None, str | None]:
     """``/v1/documents/{doc_id}/steps``, or None and the reason the service cannot answer it."""
     try:
-        return answer(sample_routes.get_document_steps(request, doc_id)), None
+        return answer(sample_routes.get_document_steps(corpus_of(request), settings_of(request), doc_id)), None
     except PileIndexError as e:  # a preshuffled store, missing inverse files, max_occurrences: said on the page
         return None, str(e)
 
@@ -175,19 +188,19 @@ def document_steps(request: Request, doc_id: int) -> tuple[dict[str, Any] | None
 
 def ngram(request: Request, tokens: str | None, text: str | None, offset: int, limit: int) -> dict[str, Any]:
     """Count, steps summary, one page of occurrences with context and their rows, for one n-gram."""
-    pi = pi_of(request)
-    count = answer(ngram_routes.get_count(request, tokens=tokens, text=text))
+    corpus, settings = corpus_of(request), settings_of(request)
+    count = answer(ngram_routes.get_count(corpus, settings, tokens=tokens, text=text))
     ids = count["tokens"]
     steps, steps_note = None, None
     try:
-        steps = answer(ngram_routes.get_steps(request, tokens=tokens, text=text, bucket_steps=None))
+        steps = answer(ngram_routes.get_steps(corpus, settings, tokens=tokens, text=text, bucket_steps=None))
     except PileIndexError as e:  # no training order, or max_occurrences: the count still shows
         steps_note = str(e)
-    page = answer(ngram_routes.get_locate(request, tokens=tokens, text=text, offset=offset, limit=limit))
+    page = answer(ngram_routes.get_locate(corpus, settings, tokens=tokens, text=text, offset=offset, limit=limit))
     rows_by_occ: dict[tuple[int, int], list[dict[str, Any]]] = {}
     if steps is not None and page["occurrences"]:
-        pairs = occurrence_rows(ngram_routes.ngram_index(pi), pi.order, np.asarray(ids, dtype=np.int64),
-                                pi.settings.max_occurrences)
+        pairs = occurrence_rows(corpus.ngram, corpus.order, np.asarray(ids, dtype=np.int64),
+                                settings.max_occurrences)
         wanted = {(o["doc_id"], o["offset"]) for o in page["occurrences"]}
         for i in range(pairs["doc_id"].size):
             key = (int(pairs["doc_id"][i]), int(pairs["offset"][i]))
@@ -197,15 +210,15 @@ def ngram(request: Request, tokens: str | None, text: str | None, offset: int, l
                     "in_row": bool(pairs["in_row"][i]), "trained": bool(pairs["trained"][i])})
     m = len(ids)
     for o in page["occurrences"]:
-        size = int(pi.store.sizes[o["doc_id"]])
+        size = int(corpus.store.sizes[o["doc_id"]])
         a, b = max(0, o["offset"] - CONTEXT_TOKENS), min(size, o["offset"] + m + CONTEXT_TOKENS)
-        toks = pi.store.get(o["doc_id"], a, b - a).tolist()
+        toks = corpus.store.get(o["doc_id"], a, b - a).tolist()
         cut0, cut1 = o["offset"] - a, o["offset"] - a + m
-        dec = (lambda t: pi.tokenizer.decode(t, skip_special_tokens=False)) if pi.tokenizer is not None else \
+        dec = (lambda t: corpus.tokenizer.decode(t, skip_special_tokens=False)) if corpus.tokenizer is not None else \
             (lambda t: " ".join(map(str, t)))
         o["before"], o["match"], o["after"] = dec(toks[:cut0]), dec(toks[cut0:cut1]), dec(toks[cut1:])
         o["rows"] = sorted(rows_by_occ.get((o["doc_id"], o["offset"]), []), key=lambda r: (r["step"], r["slot"]))
-    text_shown = pi.tokenizer.decode(ids, skip_special_tokens=False) if pi.tokenizer is not None else None
+    text_shown = corpus.tokenizer.decode(ids, skip_special_tokens=False) if corpus.tokenizer is not None else None
     return {"count": count, "steps": steps, "steps_note": steps_note, "locate": page, "text": text_shown}
 
 
@@ -213,11 +226,11 @@ def ngram(request: Request, tokens: str | None, text: str | None, offset: int, l
 
 
 def dataset_names(request: Request) -> list[str]:
-    return answer(dataset_routes.list_datasets(request))
+    return answer(dataset_routes.list_datasets(state_of(request)))
 
 
 def dataset(request: Request, name: str) -> dict[str, Any]:
     """``/v1/datasets/{name}/summary`` and ``/checkpoints/{revision}`` for each of its checkpoints."""
-    summary = answer(dataset_routes.get_summary(request, name))
-    checkpoints = [answer(dataset_routes.get_checkpoint(request, name, c["revision"])) for c in summary["checkpoints"]]
+    summary = answer(dataset_routes.get_summary(state_of(request), name))
+    checkpoints = [answer(dataset_routes.get_checkpoint(state_of(request), name, c["revision"])) for c in summary["checkpoints"]]
     return {"summary": summary, "checkpoints": checkpoints}

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pile_index.errors import PileIndexError, QueryError
 
 from ..params import MAX_INT, Id
+from ..settings import Settings
 from . import charts, figures
 from .docs_page import operations
 from .render import ExplorerRoute, Palette, error_page, page, status_of
@@ -29,8 +30,8 @@ def _palette(request: Request) -> tuple[Palette, list[dict[str, Any]]]:
     return Palette([s["pile_set_name"] for s in src]), src
 
 
-def _doc_page(pi: Any) -> int:
-    return max(1, min(DOC_PAGE_TOKENS, pi.settings.max_document_tokens))
+def _doc_page(settings: Settings) -> int:
+    return max(1, min(DOC_PAGE_TOKENS, settings.max_document_tokens))
 
 
 def _steps_range(steps: str, train_steps: int) -> tuple[int, int]:
@@ -102,12 +103,12 @@ def go(request: Request, step: str | None = Query(None), slot: str | None = Quer
 
 @router.get("/steps/{step}")
 def step_page(request: Request, step: Id):
-    pi = figures.pi_of(request)
+    corpus = figures.corpus_of(request)
     palette, _ = _palette(request)
-    order = pi.order
+    order = corpus.order
     rows = figures.step_rows(request, step)
     bar, bar_note, comp = None, None, None
-    if pi.documents is not None and not order.preshuffled:
+    if corpus.documents is not None and not order.preshuffled:
         comp = figures.composition(request, step, step + 1, 1)
         parts = [(r["pile_set_name"], r["tokens"]) for b in comp["buckets"] for r in b["parts"]]
         bar = charts.share_bar(parts, palette, f"tokens of step {step:,} by source")
@@ -122,7 +123,7 @@ def step_page(request: Request, step: Id):
 
 @router.get("/samples/{step}/{slot}")
 def sample_page(request: Request, step: Id, slot: Id):
-    pi = figures.pi_of(request)
+    corpus, settings = figures.corpus_of(request), figures.settings_of(request)
     palette, _ = _palette(request)
     rec = figures.sample(request, step, slot)
     sets = figures.dataset_rows(request, rec["sample_index"])
@@ -132,38 +133,38 @@ def sample_page(request: Request, step: Id, slot: Id):
         marks = [(i, "treatment") for i, c in enumerate(cps) if c["checkpoint_step"] == d["treatment_step"]]
         d["chart"] = charts.lines(labels, [{"name": "loss", "color": "#0072b2", "values": [c["loss"] for c in cps]}],
                                   f"loss of this row by checkpoint in dataset {d['name']}", "loss_by_checkpoint", marks)
-    order = pi.order
+    order = corpus.order
     return page("sample.html", title=f"Sample {step:,}/{slot:,}", nav="sample", rec=rec, palette=palette,
-                sets=sets, batch_size=order.batch_size, page_tokens=_doc_page(pi), last_step=order.num_samples // order.batch_size - 1)
+                sets=sets, batch_size=order.batch_size, page_tokens=_doc_page(settings), last_step=order.num_samples // order.batch_size - 1)
 
 
 @router.get("/documents/{doc_id}")
 def document_page(request: Request, doc_id: Id, offset: int = Query(0, ge=0, le=MAX_INT),
                   occ: int = Query(0, ge=0, le=MAX_INT, description="first occurrence listed")):
-    pi = figures.pi_of(request)
+    corpus, settings = figures.corpus_of(request), figures.settings_of(request)
     palette, _ = _palette(request)
-    cap = _doc_page(pi)
+    cap = _doc_page(settings)
     doc = figures.document(request, doc_id, offset, cap)
     steps, steps_note = figures.document_steps(request, doc_id)
     timeline = None
     if steps is not None:
-        timeline = charts.timeline([o["step"] for o in steps["occurrences"]], pi.order.train_steps,
+        timeline = charts.timeline([o["step"] for o in steps["occurrences"]], corpus.order.train_steps,
                                    f"training steps that saw document {doc_id:,}")
     meta = doc.get("metadata") or {}
     return page("document.html", title=f"Document {doc_id:,}", nav="document", doc=doc, meta=meta, steps=steps,
                 steps_note=steps_note, timeline=timeline, palette=palette, page_tokens=cap, occ=occ,
-                occ_page=OCC_PAGE, n_items=len(pi.store), train_steps=pi.order.train_steps if steps else 0)
+                occ_page=OCC_PAGE, n_items=len(corpus.store), train_steps=corpus.order.train_steps if steps else 0)
 
 
 @router.get("/ngrams")
 def ngram_page(request: Request, text: str | None = Query(None, description="the n-gram as text"),
                tokens: str | None = Query(None, description="comma-separated token ids"),
                offset: int = Query(0, ge=0, le=MAX_INT)):
-    pi = figures.pi_of(request)
+    corpus, settings = figures.corpus_of(request), figures.settings_of(request)
     palette, _ = _palette(request)
     if not text and not tokens:
         return page("ngrams.html", title="n-grams", nav="ngrams", q=None, text=text or "", tokens=tokens or "",
-                    has_tokenizer=pi.tokenizer is not None, palette=palette)
+                    has_tokenizer=corpus.tokenizer is not None, palette=palette)
     q = figures.ngram(request, tokens or None, None if tokens else text, offset, NGRAM_PAGE)
     hist = None
     if q["steps"] is not None:
@@ -171,8 +172,8 @@ def ngram_page(request: Request, text: str | None = Query(None, description="the
         hist = charts.histogram(st["histogram"], st["bucket_steps"], st["train_steps"],
                                 "occurrences in trained rows by step")
     return page("ngrams.html", title="n-grams", nav="ngrams", q=q, text=text or "", tokens=tokens or "",
-                has_tokenizer=pi.tokenizer is not None, hist=hist, palette=palette, page_size=NGRAM_PAGE,
-                page_tokens=_doc_page(pi))
+                has_tokenizer=corpus.tokenizer is not None, hist=hist, palette=palette, page_size=NGRAM_PAGE,
+                page_tokens=_doc_page(settings))
 
 
 @router.get("/datasets")

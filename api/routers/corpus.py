@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from pile_index.format import corpus_info
+
+from ..deps import CorpusDep, SettingsDep, StateDep
 
 router = APIRouter(prefix="/v1", tags=["corpus"])
 
@@ -36,18 +38,18 @@ class SettingValue(BaseModel):
 
 
 @router.get("/corpus", response_model=CorpusInfo, summary="Counts and token facts of the served store")
-def get_corpus(request: Request) -> CorpusInfo:
-    pi = request.app.state.pi
-    info = pi.cache.get("corpus_info")
+def get_corpus(corpus: CorpusDep, state: StateDep) -> CorpusInfo:
+    info = state.cache.get("corpus_info")
     if info is None:
         # Token statistics come from the stats cache (`pile-index info` writes it); never a full scan per request.
-        info = corpus_info(pi.store, scan=False)
-        pi.cache["corpus_info"] = info
-    return CorpusInfo(**info, has_documents_table=pi.documents is not None, has_tokenizer=pi.tokenizer is not None)
+        info = corpus_info(corpus.store, scan=False)
+        state.cache["corpus_info"] = info
+    return CorpusInfo(**info, has_documents_table=corpus.documents is not None,
+                      has_tokenizer=corpus.tokenizer is not None)
 
 
 @router.get("/settings", response_model=list[SettingValue], summary="The service's named limits and options")
-def get_settings(request: Request) -> list[SettingValue]:
-    values = asdict(request.app.state.pi.settings)
-    helps = type(request.app.state.pi.settings).describe()
+def get_settings(settings: SettingsDep) -> list[SettingValue]:
+    values = asdict(settings)
+    helps = type(settings).describe()
     return [SettingValue(name=k, value=v, help=helps.get(k, "")) for k, v in values.items()]

@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from pile_index.datasets import DatasetQuery
 from pile_index.errors import NotFoundError
 
+from ..deps import StateDep
 from ..params import Id
+from ..state import AppState
 
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -58,35 +60,34 @@ class DatasetSummary(BaseModel):
     rows: list[dict[str, Any]]
 
 
-def _datasets(request: Request) -> dict[str, DatasetQuery]:
-    pi = request.app.state.pi
-    if "datasets" not in pi.cache:
-        pi.cache["datasets"] = {Path(d).name: DatasetQuery(Path(d)) for d in pi.settings.datasets}
-    return pi.cache["datasets"]
+def _datasets(state: AppState) -> dict[str, DatasetQuery]:
+    if "datasets" not in state.cache:
+        state.cache["datasets"] = {Path(d).name: DatasetQuery(Path(d)) for d in state.settings.datasets}
+    return state.cache["datasets"]
 
 
-def _get(request: Request, name: str) -> DatasetQuery:
-    ds = _datasets(request)
+def _get(state: AppState, name: str) -> DatasetQuery:
+    ds = _datasets(state)
     if name not in ds:
         raise NotFoundError(f"dataset {name!r} is not served; served: {sorted(ds)} (pass --dataset DIR to serve)")
     return ds[name]
 
 
 @router.get("", response_model=list[str], summary="Names of the served datasets")
-def list_datasets(request: Request) -> list[str]:
-    return sorted(_datasets(request))
+def list_datasets(state: StateDep) -> list[str]:
+    return sorted(_datasets(state))
 
 
 @router.get("/{name}/samples/{sample_index}", response_model=DatasetSample, summary="One row at every checkpoint")
-def get_sample(request: Request, name: str, sample_index: Id) -> DatasetSample:
-    return DatasetSample(**_get(request, name).sample(sample_index))
+def get_sample(state: StateDep, name: str, sample_index: Id) -> DatasetSample:
+    return DatasetSample(**_get(state, name).sample(sample_index))
 
 
 @router.get("/{name}/checkpoints/{revision}", response_model=DatasetCheckpoint, summary="Means at one checkpoint")
-def get_checkpoint(request: Request, name: str, revision: str) -> DatasetCheckpoint:
-    return DatasetCheckpoint(**_get(request, name).checkpoint(revision))
+def get_checkpoint(state: StateDep, name: str, revision: str) -> DatasetCheckpoint:
+    return DatasetCheckpoint(**_get(state, name).checkpoint(revision))
 
 
 @router.get("/{name}/summary", response_model=DatasetSummary, summary="Treatment effects and checkpoint records")
-def get_summary(request: Request, name: str) -> DatasetSummary:
-    return DatasetSummary(**_get(request, name).summary())
+def get_summary(state: StateDep, name: str) -> DatasetSummary:
+    return DatasetSummary(**_get(state, name).summary())

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, StrictInt
 
-from pile_index.errors import ConfigError, LimitError, QueryError
-from pile_index.ngram import NgramIndex, ngram_steps, query_tokens
+from pile_index import Corpus
+from pile_index.errors import LimitError, QueryError
+from pile_index.ngram import ngram_steps
 
-from ..params import ASCII_INT, MAX_INT, Text
+from ..deps import CorpusDep, SettingsDep
+from ..params import ASCII_INT, MAX_INT, Text, query_ids
+from ..settings import Settings
 
 
 router = APIRouter(prefix="/v1/ngrams", tags=["ngrams"])
-_open_lock = threading.Lock()
 
 
 class NgramQuery(BaseModel):
@@ -59,42 +60,20 @@ class NgramSteps(BaseModel):
     by_source_available: bool
 
 
-def ngram_index(pi: Any) -> NgramIndex:
-    """The store's n-gram index, opened on first use (AppState.ngram)."""
-    if pi.ngram is None:
-        with _open_lock:
-            if pi.ngram is None:
-                pi.ngram = NgramIndex(pi.store)
-    return pi.ngram
+def _count(corpus: Corpus, settings: Settings, tokens, text) -> NgramCount:
+    ids = query_ids(corpus, settings, tokens, text)
+    return NgramCount(tokens=ids.tolist(), count=corpus.ngram.count(ids))
 
 
-def training_order(pi: Any) -> Any:
-    """The service's training order (AppState.order, opened from the order settings on first use)."""
-    return pi.order
-
-
-def query_ids(pi: Any, tokens: list[int] | str | None, text: str | None):
-    s = pi.settings
-    if text is not None and pi.tokenizer is None:
-        raise ConfigError("the service has no tokenizer: start it with --tokenizer, or query with tokens")
-    return query_tokens(tokens=tokens, text=text, tokenizer=pi.tokenizer, max_tokens=s.max_tokens_per_query,
-                        max_text_chars=s.max_text_chars)
-
-
-def _count(pi: Any, tokens, text) -> NgramCount:
-    ids = query_ids(pi, tokens, text)
-    return NgramCount(tokens=ids.tolist(), count=ngram_index(pi).count(ids))
-
-
-def _locate(pi: Any, tokens, text, offset: int, limit: int | None) -> NgramLocate:
-    cap = pi.settings.max_locate_page
+def _locate(corpus: Corpus, settings: Settings, tokens, text, offset: int, limit: int | None) -> NgramLocate:
+    cap = settings.max_locate_page
     limit = min(100, cap) if limit is None else limit
     if limit > cap:
         raise LimitError(f"limit={limit:,} exceeds max_locate_page={cap:,}; page with offset", "max_locate_page")
     if offset < 0 or limit < 0:
         raise QueryError(f"offset={offset:,} and limit={limit:,} must be >= 0")
-    ids = query_ids(pi, tokens, text)
-    idx = ngram_index(pi)
+    ids = query_ids(corpus, settings, tokens, text)
+    idx = corpus.ngram
     count = idx.count(ids)
     doc, off = idx.locate(ids, offset=offset, limit=limit)
     nxt = offset + int(doc.size)
@@ -103,10 +82,10 @@ def _locate(pi: Any, tokens, text, offset: int, limit: int | None) -> NgramLocat
                        next_offset=nxt if nxt < count else None)
 
 
-def _steps(pi: Any, tokens, text, bucket_steps: int | None) -> NgramSteps:
-    ids = query_ids(pi, tokens, text)
-    out = ngram_steps(ngram_index(pi), training_order(pi), ids, documents=pi.documents, bucket_steps=bucket_steps,
-                      max_occurrences=pi.settings.max_occurrences)
+def _steps(corpus: Corpus, settings: Settings, tokens, text, bucket_steps: int | None) -> NgramSteps:
+    ids = query_ids(corpus, settings, tokens, text)
+    out = ngram_steps(corpus.ngram, corpus.order, ids, documents=corpus.documents, bucket_steps=bucket_steps,
+                      max_occurrences=settings.max_occurrences)
     return NgramSteps(**out)
 
 
@@ -118,31 +97,34 @@ BucketQ = Annotated[int | None, Query(ge=1, le=MAX_INT, description="steps per h
 
 
 @router.get("/count", response_model=NgramCount, summary="Exact count of an n-gram")
-def get_count(request: Request, tokens: TokensQ = None, text: TextQ = None) -> NgramCount:
-    return _count(request.app.state.pi, tokens, text)
+def get_count(corpus: CorpusDep, settings: SettingsDep, tokens: TokensQ = None, text: TextQ = None) -> NgramCount:
+    return _count(corpus, settings, tokens, text)
 
 
 @router.post("/count", response_model=NgramCount, summary="Exact count of an n-gram (JSON body)")
-def post_count(request: Request, q: NgramQuery) -> NgramCount:
-    return _count(request.app.state.pi, q.tokens, q.text)
+def post_count(corpus: CorpusDep, settings: SettingsDep, q: NgramQuery) -> NgramCount:
+    return _count(corpus, settings, q.tokens, q.text)
 
 
 @router.get("/locate", response_model=NgramLocate, summary="Occurrences of an n-gram as (doc_id, offset), paginated")
-def get_locate(request: Request, tokens: TokensQ = None, text: TextQ = None, offset: OffsetQ = 0,
+def get_locate(corpus: CorpusDep, settings: SettingsDep,
+               tokens: TokensQ = None, text: TextQ = None, offset: OffsetQ = 0,
                limit: LimitQ = None) -> NgramLocate:
-    return _locate(request.app.state.pi, tokens, text, offset, limit)
+    return _locate(corpus, settings, tokens, text, offset, limit)
 
 
 @router.post("/locate", response_model=NgramLocate, summary="Occurrences of an n-gram (JSON body)")
-def post_locate(request: Request, q: NgramQuery, offset: OffsetQ = 0, limit: LimitQ = None) -> NgramLocate:
-    return _locate(request.app.state.pi, q.tokens, q.text, offset, limit)
+def post_locate(corpus: CorpusDep, settings: SettingsDep,
+                q: NgramQuery, offset: OffsetQ = 0, limit: LimitQ = None) -> NgramLocate:
+    return _locate(corpus, settings, q.tokens, q.text, offset, limit)
 
 
 @router.get("/steps", response_model=NgramSteps, summary="Training steps whose rows hold an n-gram")
-def get_steps(request: Request, tokens: TokensQ = None, text: TextQ = None, bucket_steps: BucketQ = None) -> NgramSteps:
-    return _steps(request.app.state.pi, tokens, text, bucket_steps)
+def get_steps(corpus: CorpusDep, settings: SettingsDep,
+              tokens: TokensQ = None, text: TextQ = None, bucket_steps: BucketQ = None) -> NgramSteps:
+    return _steps(corpus, settings, tokens, text, bucket_steps)
 
 
 @router.post("/steps", response_model=NgramSteps, summary="Training steps whose rows hold an n-gram (JSON body)")
-def post_steps(request: Request, q: NgramQuery, bucket_steps: BucketQ = None) -> NgramSteps:
-    return _steps(request.app.state.pi, q.tokens, q.text, bucket_steps)
+def post_steps(corpus: CorpusDep, settings: SettingsDep, q: NgramQuery, bucket_steps: BucketQ = None) -> NgramSteps:
+    return _steps(corpus, settings, q.tokens, q.text, bucket_steps)

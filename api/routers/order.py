@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
+
+from pile_index import Corpus
+
+from ..deps import CorpusDep, StateDep
+from ..state import AppState
 
 router = APIRouter(prefix="/v1", tags=["training order"])
 
@@ -35,10 +40,10 @@ class OrderInfo(BaseModel):
     first_repeat: FirstRepeat | None = Field(description="the first trained row holding a document seen before")
 
 
-def order_info(pi: Any) -> dict[str, Any]:
+def order_info(corpus: Corpus, state: AppState) -> dict[str, Any]:
     """The ``/v1/order`` record of the service's order (cached: the statistics read every trained row)."""
-    if "order_info" not in pi.cache:
-        order = pi.order
+    if "order_info" not in state.cache:
+        order = corpus.order
         rec: dict[str, Any] = {
             "preshuffled": bool(order.preshuffled), "seed": int(order.cfg.seed), "seq_length": int(order.seq_length),
             "batch_size": int(order.batch_size), "num_samples": int(order.num_samples),
@@ -49,10 +54,10 @@ def order_info(pi: Any) -> dict[str, Any]:
             st = order.stats()
             rec.update(epochs=int(st["epochs"]), tokens_per_epoch=int(st["tokens_per_epoch"]),
                        documents_seen=st["documents_seen"], first_repeat=st["first_repeat"])
-        pi.cache["order_info"] = rec
-    return pi.cache["order_info"]
+        state.cache["order_info"] = rec
+    return state.cache["order_info"]
 
 
 @router.get("/order", response_model=OrderInfo, summary="The training order: options, epochs, first repeat")
-def get_order(request: Request) -> OrderInfo:
-    return OrderInfo(**order_info(request.app.state.pi))
+def get_order(corpus: CorpusDep, state: StateDep) -> OrderInfo:
+    return OrderInfo(**order_info(corpus, state))

@@ -1,6 +1,6 @@
 """``/v1/samples/{step}/{slot}``, ``/v1/batches/{step}`` and ``/v1/documents/{doc_id}/steps``: the training order.
 
-The order is ``request.app.state.pi.order`` (opened on first use from the order settings). Routes are plain
+The order is the served corpus's (``corpus.order``, opened on first use from the order settings). Routes are plain
 ``def``: FastAPI runs them in its thread pool, off the event loop, because the row and inverse look-ups run
 numba kernels over memmaps.
 """
@@ -11,12 +11,13 @@ import io
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from pile_index.errors import ConfigError, LimitError
 from pile_index.order import TrainingOrder, describe_batch, describe_sample
 
+from ..deps import CorpusDep, SettingsDep
 from ..params import ASCII_INT, MAX_INT, Id
 from ..schemas import DocumentMeta, model_json
 
@@ -72,12 +73,11 @@ class DocSteps(BaseModel):
 
 
 @router.get("/samples/{step}/{slot}", response_model=Sample, summary="One training row: tokens, source spans, text")
-def get_sample(request: Request, step: Id, slot: Id,
+def get_sample(corpus: CorpusDep, step: Id, slot: Id,
                text: bool = Query(True, description="decode the row when the service has a tokenizer")):
-    pi = request.app.state.pi
-    order = pi.order
-    rec = describe_sample(order, step, slot, tokenizer=pi.tokenizer if text else None,
-                          documents=None if order.preshuffled else pi.documents)
+    order = corpus.order
+    rec = describe_sample(order, step, slot, tokenizer=corpus.tokenizer if text else None,
+                          documents=None if order.preshuffled else corpus.documents)
     return model_json(Sample, rec)
 
 
@@ -86,14 +86,13 @@ def get_sample(request: Request, step: Id, slot: Id,
             responses={200: {"content": {"application/x-npy": {}},
                              "description": "JSON, or with format=npy the rows as one .npy; its headers "
                                             "X-Train-Steps and X-Trained-Rows say which rows are trained"}})
-def get_batch(request: Request, step: Id,
+def get_batch(corpus: CorpusDep, settings: SettingsDep, step: Id,
               to: Annotated[int | None, Query(ge=0, le=MAX_INT, description="last step, inclusive (default: step)"),
                             ASCII_INT] = None,
               format: str = Query("json", pattern="^(json|npy)$", description="json, or npy for a binary array")):
-    pi = request.app.state.pi
-    order = pi.order
+    order = corpus.order
     to_step = step if to is None else to
-    cap = pi.settings.max_rows_per_request
+    cap = settings.max_rows_per_request
     n_rows = (to_step - step + 1) * order.batch_size
     if n_rows > cap:
         raise LimitError(f"steps {step:,}..{to_step:,} are {n_rows:,} rows; max_rows_per_request={cap:,}. "
@@ -110,14 +109,13 @@ def get_batch(request: Request, step: Id,
 
 @router.get("/documents/{doc_id}/steps", response_model=DocSteps,
             summary="Every trained (step, slot) whose row holds tokens of a document")
-def get_document_steps(request: Request, doc_id: Id) -> DocSteps:
-    pi = request.app.state.pi
-    order = pi.order
+def get_document_steps(corpus: CorpusDep, settings: SettingsDep, doc_id: Id) -> DocSteps:
+    order = corpus.order
     if not isinstance(order, TrainingOrder):
         raise ConfigError("document -> steps needs a raw store with index maps; this service serves a preshuffled "
                           "store, which has no document identity")
     res = order.doc_steps(doc_id)
-    cap = pi.settings.max_occurrences
+    cap = settings.max_occurrences
     if len(res["occurrences"]) > cap:
         raise LimitError(f"document {doc_id:,} sits in {len(res['occurrences']):,} rows; max_occurrences={cap:,}",
                          "max_occurrences")

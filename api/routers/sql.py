@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, StrictInt
 
+from pile_index import Corpus
 from pile_index.errors import LimitError, QueryError
 from pile_index.ngram import occurrences_table, query_tokens
 from pile_index.sql import check_sql, exposed_files, row_pieces_table, run_sql
 
-from .ngrams import ngram_index, query_ids
-
-from ..params import ASCII_INT, MAX_INT, Text
+from ..deps import CorpusDep, SettingsDep
+from ..params import ASCII_INT, MAX_INT, Text, query_ids
+from ..settings import Settings
 
 
 router = APIRouter(prefix="/v1", tags=["sql"])
@@ -44,7 +45,7 @@ class SqlResponse(BaseModel):
     tables: list[str] = Field(description="tables and views the query could read")
 
 
-def _views(pi: Any, q: SqlQuery) -> dict[str, Any]:
+def _views(corpus: Corpus, settings: Settings, q: SqlQuery) -> dict[str, Any]:
     """Arrow tables built for this query: training-row pieces of a step range, an n-gram's occurrences."""
     extra: dict[str, Any] = {}
     if q.steps:
@@ -53,26 +54,25 @@ def _views(pi: Any, q: SqlQuery) -> dict[str, Any]:
             a, b = int(lo), int(hi)
         except ValueError as e:
             raise QueryError(f"steps={q.steps!r}: expected A:B, e.g. 0:1000") from e
-        extra["row_pieces"] = row_pieces_table(pi.order, a, b, q.bucket_steps)
+        extra["row_pieces"] = row_pieces_table(corpus.order, a, b, q.bucket_steps)
     if q.ngram_tokens is not None or q.ngram_text is not None:
-        ids = query_ids(pi, q.ngram_tokens, q.ngram_text)
-        extra["ngram_occurrences"] = occurrences_table(ngram_index(pi), pi.order, ids, q.bucket_steps,
-                                                       pi.settings.max_occurrences)
+        ids = query_ids(corpus, settings, q.ngram_tokens, q.ngram_text)
+        extra["ngram_occurrences"] = occurrences_table(corpus.ngram, corpus.order, ids, q.bucket_steps,
+                                                       settings.max_occurrences)
     return extra
 
 
-def _run(pi: Any, q: SqlQuery) -> SqlResponse:
-    s = pi.settings
+def _run(corpus: Corpus, s: Settings, q: SqlQuery) -> SqlResponse:
     if q.max_rows is not None and q.max_rows > s.sql_max_rows:
         raise LimitError(f"max_rows={q.max_rows:,} exceeds sql_max_rows={s.sql_max_rows:,}", "sql_max_rows")
     check_sql(q.sql)  # refuse before building any view
-    res = run_sql(q.sql, exposed_files(pi.store.prefix), _views(pi, q),
+    res = run_sql(q.sql, exposed_files(corpus.store.prefix), _views(corpus, s, q),
                   max_rows=s.sql_max_rows if q.max_rows is None else q.max_rows, timeout_s=s.sql_timeout_s)
     return SqlResponse(**res.as_dict())
 
 
 @router.get("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables")
-def get_sql(request: Request, sql: str = Query(..., description="one SELECT or WITH statement"),
+def get_sql(corpus: CorpusDep, settings: SettingsDep, sql: str = Query(..., description="one SELECT or WITH statement"),
             max_rows: Annotated[int | None, Query(ge=0, le=MAX_INT), ASCII_INT] = None,
             steps: str | None = Query(None, description="A:B: add row_pieces and the composition views"),
             ngram_tokens: str | None = Query(None, description="comma-separated ids: add ngram_occurrences"),
@@ -81,9 +81,9 @@ def get_sql(request: Request, sql: str = Query(..., description="one SELECT or W
     toks = None if ngram_tokens is None else query_tokens(tokens=ngram_tokens).tolist()  # ASCII digits only
     q = SqlQuery(sql=sql, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
                  bucket_steps=bucket_steps)
-    return _run(request.app.state.pi, q)
+    return _run(corpus, settings, q)
 
 
 @router.post("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables (JSON body)")
-def post_sql(request: Request, q: SqlQuery) -> SqlResponse:
-    return _run(request.app.state.pi, q)
+def post_sql(corpus: CorpusDep, settings: SettingsDep, q: SqlQuery) -> SqlResponse:
+    return _run(corpus, settings, q)

@@ -73,6 +73,11 @@ class DocumentTable:
         with self._lock:
             return self._con.cursor()
 
+    def close(self) -> None:
+        """Close the DuckDB connection (cursors taken from it close with it)."""
+        with self._lock:
+            self._con.close()
+
 
 def _sql_str(path: Path) -> str:
     return str(path).replace("'", "''")

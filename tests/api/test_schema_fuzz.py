@@ -60,8 +60,7 @@ def _close_app_state():
     objects still alive at interpreter exit as leaks)."""
     yield
     pi = APP.state.pi
-    if pi.documents is not None:
-        pi.documents._con.close()
+    pi.close()
     pi.cache.clear()
     APP.state.pi = None
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import errors
+from .body_limit import BodySizeLimit
 from .routers import corpus, datasets, documents, ngrams, samples, sql
 from .settings import Settings
 from .state import open_state
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
 
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # inside the time limit
     app.add_middleware(RequestTimeLimit, seconds=settings.request_timeout_s)
     for module in ROUTERS:
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)

@@ -30,7 +30,10 @@ class Settings:
     max_locate_page: int = field(default=1000, metadata={"help": "occurrences per locate page"})
     max_occurrences: int = field(default=100_000, metadata={"help": "occurrences one steps query may expand"})
     sql_max_rows: int = field(default=10_000, metadata={"help": "rows an SQL query returns before truncation"})
-    sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run"})
+    sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run (parse to last row encoded)"})
+    max_sql_chars: int = field(default=100_000, metadata={"help": "characters of one SQL text, checked before it is parsed"})
+    max_response_bytes: int = field(default=32 << 20, metadata={"help": "bytes of JSON rows one SQL answer may hold"})
+    max_body_bytes: int = field(default=1 << 20, metadata={"help": "bytes of one request body, checked before it is parsed"})
     request_timeout_s: float = field(default=60.0, metadata={"help": "seconds any request may run"})
 
     @classmethod

@@ -15,15 +15,15 @@ from .settings import Settings
 from .state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.pi
 
 
-def get_corpus(request: Request) -> Corpus:
+async def get_corpus(request: Request) -> Corpus:
     return request.app.state.pi.corpus
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.pi.settings
 
 

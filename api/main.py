@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import errors, explorer
+from .body_limit import BodySizeLimit
 from .params import StrictURL
 from .routers import corpus, datasets, documents, ngrams, order, samples, sql
 from .settings import Settings
@@ -74,6 +75,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     )
     errors.install(app)
 
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)  # inside the time limit
     app.add_middleware(RequestTimeLimit, seconds=settings.request_timeout_s)
     app.add_middleware(StrictURL)
     for module in ROUTERS:

@@ -32,7 +32,10 @@ class Settings:
     explorer_max_chart_rows: int = field(default=1 << 20, metadata={"help": "training rows the explorer's "
                                          "overview reads for its composition chart (the first steps past it)"})
     sql_max_rows: int = field(default=10_000, metadata={"help": "rows an SQL query returns before truncation"})
-    sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run"})
+    sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run (parse to last row encoded)"})
+    max_sql_chars: int = field(default=100_000, metadata={"help": "characters of one SQL text, checked before it is parsed"})
+    max_response_bytes: int = field(default=32 << 20, metadata={"help": "bytes of JSON rows one SQL answer may hold"})
+    max_body_bytes: int = field(default=1 << 20, metadata={"help": "bytes of one request body, checked before it is parsed"})
     request_timeout_s: float = field(default=60.0, metadata={"help": "seconds any request may run"})
     max_connections: int = field(default=1000, metadata={"help": "open connections the server holds; past it, the "
                                  "one waiting longest for its request head is closed"})

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "cli.dataset_cmds",
     "cli.demo_cmds",
     "cli.score_cmds",
+    "cli.verify_cmds",
 ]
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away

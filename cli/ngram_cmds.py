@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -72,11 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_steps)
 
-    p = sub.add_parser("sql", help="read-only SQL (DuckDB) over documents and ready views")
+    p = sub.add_parser("sql", help="read-only SQL (DuckDB) over documents and ready views; SELECT, WITH, "
+                       "DESCRIBE, SUMMARIZE, SHOW")
     p.add_argument("prefix", help="PREFIX of the store (tables PREFIX.documents.parquet, ...)")
     p.add_argument("query", help='one SELECT or WITH statement, e.g. "SELECT count(*) FROM documents"')
     p.add_argument("--table", action="append", default=[], metavar="NAME=PATH",
-                   help="expose one more Parquet file, or a folder of them, as table NAME (e.g. scores=DATASET/)")
+                   help="expose one more table NAME: a Parquet file, a dataset folder (its dataset.parquet), or a "
+                   "quoted glob for several files (e.g. scores=DATASET/, parts='DIR/*.parquet')")
     p.add_argument("--part", action="append", default=[], metavar="PREFIX",
                    help="more prefixes of the same store (for --steps and --ngram-*)")
     p.add_argument("--max-rows", type=int, default=s.sql_max_rows, help=f"row limit (default {s.sql_max_rows:,})")
@@ -178,42 +182,62 @@ def parse_step_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+SQL_TABLE_FLAGS = {"row_pieces": "--steps A:B and the order options",
+                   "ngram_occurrences": "--ngram-tokens or --ngram-text and the order options"}
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from pile_index.ngram import occurrences_table
     from pile_index.sql import exposed_files, row_pieces_table, run_sql
 
     prefixes = [args.prefix, *args.part]
-    extra = {}
+    s = _defaults()
+    extra: dict[str, Any] = {}  # built by run_sql once the SQL passed its checks
     if args.steps or args.ngram_tokens or args.ngram_text:
         order = open_order_from_args(args, prefixes)
         if args.steps:
             lo, hi = parse_step_range(args.steps)
-            extra["row_pieces"] = row_pieces_table(order, lo, hi, args.bucket_steps)
+            extra["row_pieces"] = lambda: row_pieces_table(order, lo, hi, args.bucket_steps)
         if args.ngram_tokens or args.ngram_text:
             store = TokenStore(prefixes)
             tok = tokenizer_for(store, args.tokenizer) if args.ngram_text else None
-            s = _defaults()
             ids = query_tokens(tokens=args.ngram_tokens, text=args.ngram_text, tokenizer=tok,
                                max_tokens=s.max_tokens_per_query, max_text_chars=s.max_text_chars)
-            extra["ngram_occurrences"] = occurrences_table(NgramIndex(store), order, ids, args.bucket_steps,
-                                                           args.max_occurrences)
+            extra["ngram_occurrences"] = lambda: occurrences_table(NgramIndex(store), order, ids, args.bucket_steps,
+                                                                   args.max_occurrences)
     tables = {}
     for spec in args.table:
         name, sep, path = spec.partition("=")
         if not sep or not path:
             raise ConfigError(f"--table {spec!r}: expected NAME=PATH, e.g. scores=runs/dataset.parquet")
         tables[name] = path
-    res = run_sql(args.query, exposed_files(args.prefix, tables), extra, max_rows=args.max_rows, timeout_s=args.timeout)
+    res = run_sql(args.query, exposed_files(args.prefix, tables), extra, max_rows=args.max_rows,
+                  timeout_s=args.timeout, max_sql_chars=s.max_sql_chars, max_response_bytes=s.max_response_bytes,
+                  table_options=SQL_TABLE_FLAGS, reveal_paths=True)
     if args.json:
-        emit(res.as_dict(), True)
-    else:
-        names = [c["name"] for c in res.columns]
-        print("\t".join(names))
-        for row in res.rows:
-            print("\t".join("" if v is None else str(v) for v in row))
-        if res.truncated:
-            print(f"(truncated at {args.max_rows:,} rows)")
+        print(res.to_json())
+        return 0
+    print("\t".join(c["name"] for c in res.columns))
+    for row in json.loads(res.rows_json, parse_float=Decimal, parse_int=Decimal):  # exact digits
+        print("\t".join(_cell(v) for v in row))
+    if res.truncated:
+        print(f"(truncated at {args.max_rows:,} rows)")
     return 0
+
+
+def _cell(v: Any, top: bool = True) -> str:
+    """One value of an SQL answer as text: strings bare at the top level, everything else as JSON."""
+    if v is None:
+        return "" if top else "null"
+    if isinstance(v, str):
+        return v if top else json.dumps(v, ensure_ascii=False)
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_cell(x, False) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_cell(x, False)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:

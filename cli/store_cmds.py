@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--setting", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="set a named limit, e.g. --setting max_connections 200 (repeatable; the names, defaults "
                         "and help: GET /v1/settings, or the README's limits table)")
+    p.add_argument("--verify", action="store_true", help="run `pile-index verify` first; refuse to start on a mismatch")
     add_order_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -112,8 +113,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.server import bind_socket, build_server, raise_fd_limit
     from api.state import open_state
 
+    from .verify_cmds import verify_at_start
+
     settings = settings_from_args(args)
     state = open_state(settings)
+    if args.verify:
+        verify_at_start(args)
     fd_limit = raise_fd_limit(settings.max_connections)
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]

@@ -44,7 +44,9 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from pile_index.atomic import atomic_path, write_bytes
+from pile_index.digests import record_digest
 from pile_index.errors import ConfigError
+from pile_index.sql import DOCUMENT_SCHEMA, token_hashes
 from pile_index.format import (IndexedDatasetWriter, TokenizerFile, best_fitting_dtype, eod_id, index_file_path,
                                read_tokenizer, strip_prefix)
 from pile_index.sql import DOCUMENT_SCHEMA
@@ -63,25 +65,6 @@ def token_hash(tokens: np.ndarray, dtype: np.dtype | type | None = None) -> int:
         arr = arr.astype(np.dtype(dtype), copy=False)
     arr = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
     return int.from_bytes(hashlib.blake2b(memoryview(arr).cast("B"), digest_size=8).digest(), "little")
-
-
-def token_hashes(tokens: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """``token_hash`` of each of ``len(sizes)`` consecutive items of the flat array ``tokens``: uint64."""
-    arr = np.ascontiguousarray(tokens)
-    arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-    bounds = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(np.asarray(sizes, dtype=np.int64), out=bounds[1:])
-    if bounds[-1] > arr.size:
-        raise ConfigError(f"sizes add up to {int(bounds[-1]):,} tokens but the array has {arr.size:,}")
-    buf = memoryview(arr).cast("B")
-    isz = arr.dtype.itemsize
-    out = np.empty(len(sizes), dtype=np.uint64)
-    blake = hashlib.blake2b
-    for i in range(len(sizes)):
-        out[i] = int.from_bytes(
-            blake(buf[int(bounds[i]) * isz : int(bounds[i + 1]) * isz], digest_size=8).digest(), "little"
-        )
-    return out
 
 
 @dataclass
@@ -268,6 +251,7 @@ def ingest(
     with contextlib.suppress(FileNotFoundError):
         os.unlink(index_file_path(prefix))
     pq_ctx.__exit__(None, None, None)
+    record_digest(f"{prefix}.documents.parquet")  # FILE.sha256, for `pile-index verify`
     write_bytes(f"{prefix}.tokenizer.json", tok_file.data)  # the file given, byte for byte
     writer.finalize()
     elapsed = time.perf_counter() - t0

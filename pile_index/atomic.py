@@ -30,6 +30,7 @@ from typing import IO
 import numpy as np
 
 KILL_AT_ENV = "PILE_INDEX_KILL_AT"
+DIGEST_SUFFIX = ".sha256"  # FILE.sha256: the content digest recorded for FILE (pile_index.digests)
 
 
 def _umask() -> int:
@@ -144,6 +145,13 @@ def _new_temp(final: Path, suffix: str = "") -> tuple[int, str]:
     return fd, tmp
 
 
+def _forget_digest(final: Path) -> None:
+    """Drop ``FILE.sha256`` before FILE is replaced: a digest record never outlives the bytes it describes
+    (the writer records the new file's digest once it is in place)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(final.with_name(final.name + DIGEST_SUFFIX))
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit fsync it and rename it onto ``path``.
@@ -159,6 +167,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         _event()  # temp complete
+        _forget_digest(final)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -184,6 +193,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         _event()  # temp complete
+        _forget_digest(final)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

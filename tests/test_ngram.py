@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -305,3 +306,178 @@ def test_ray_shard_build_gives_the_same_files(tmp_path):
             assert (single / n).read_bytes() == (on_ray / n).read_bytes(), n
     idx = NgramIndex(store, on_ray)
     assert idx.count([int(docs[5][0])]) == NgramIndex(store, single).count([int(docs[5][0])])
+
+
+# -- damaged index files: a named error, never a number (issue 16, items 5 and 10) ---------------------------
+
+
+def _rewrite_in_place(path, data: bytes) -> None:
+    """Overwrite ``path`` with ``data`` (same size) and put its mtime back, as a silent corruption would."""
+    st = path.stat()
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _damage_store(tmp_path):
+    rng = np.random.default_rng(2)
+    docs = [rng.integers(0, 4, size=int(rng.integers(5, 40))) for _ in range(30)]
+    store = make_store(tmp_path, docs)
+    folder = build_index(store)
+    return docs, store, folder
+
+
+def test_out_of_range_suffix_pointers_are_a_named_error(tmp_path):
+    docs, store, folder = _damage_store(tmp_path)
+    sa = folder / "shard-00000.sa"
+    words = np.frombuffer(sa.read_bytes(), dtype="<u4").copy()
+    words[: store.n_tokens : 7] = 0xFFFFFFFF  # the issue's damage: every 7th suffix pointer
+    _rewrite_in_place(sa, words.tobytes())
+    idx = NgramIndex(store)  # opening reads no pointer; the queries check each one they follow
+    for pat in ([1, 2], [3], [0, 0, 1]):
+        with pytest.raises(FormatError, match=r"shard-00000\.sa: suffix-array row [\d,]+ holds 4,294,967,295"):
+            idx.count(pat)
+        with pytest.raises(FormatError, match=r"shard-00000\.sa"):
+            idx.locate(pat)
+
+
+def test_rows_out_of_suffix_order_around_an_answer_are_a_named_error(tmp_path):
+    docs, store, folder = _damage_store(tmp_path)
+    sa = folder / "shard-00000.sa"
+    pristine = sa.read_bytes()
+    idx = NgramIndex(store)
+    s = idx.shards[0]
+    pat = np.array([1, 2], dtype=np.int64)
+    lo, hi = s.range(s.tokens, s.words, pat)
+    assert hi - lo == idx.count(pat) == len(brute(docs, [1, 2])) > 3
+    words = np.frombuffer(pristine, dtype="<u4")
+    other = int(words[hi + 3])  # a valid pointer, to a suffix that sorts after [1, 2]
+    for row in (lo - 2, lo - 1, lo, lo + 1, (lo + hi) // 2):  # a damaged row the search meets or ends beside
+        damaged = words.copy()
+        damaged[row] = other
+        _rewrite_in_place(sa, damaged.tobytes())
+        with pytest.raises(FormatError, match="out of suffix order"):
+            NgramIndex(store).count(pat)
+        with pytest.raises(FormatError, match="out of suffix order"):
+            NgramIndex(store).locate(pat)
+    _rewrite_in_place(sa, pristine)
+    assert NgramIndex(store).count(pat) == hi - lo
+
+
+def test_locate_checks_each_position_it_returns(tmp_path):
+    docs, store, folder = _damage_store(tmp_path)
+    sa = folder / "shard-00000.sa"
+    s = NgramIndex(store).shards[0]
+    pat = np.array([1, 2], dtype=np.int64)
+    lo, hi = s.range(s.tokens, s.words, pat)
+    words = np.frombuffer(sa.read_bytes(), dtype="<u4").copy()
+    words[lo + 3] = words[hi + 3]  # inside the answer, on a row no search probes: the count cannot see it ...
+    _rewrite_in_place(sa, words.tobytes())
+    idx = NgramIndex(store)
+    assert idx.count(pat) == hi - lo
+    with pytest.raises(FormatError, match=f"row {lo + 3:,} .* out of suffix order"):  # ... locate does
+        idx.locate(pat)
+    words[lo + 3] = 0xFFFFFFFF
+    _rewrite_in_place(sa, words.tobytes())
+    with pytest.raises(FormatError, match=f"row {lo + 3:,} holds 4,294,967,295"):
+        idx.locate(pat)
+
+
+def test_damaged_boundary_bitmap_is_a_named_error(tmp_path):
+    docs = [np.array([1, 2]), np.array([3, 4])]
+    store = make_store(tmp_path, docs)
+    folder = build_index(store)
+    sa = folder / "shard-00000.sa"
+    pristine = np.frombuffer(sa.read_bytes(), dtype="<u4").copy()
+    n = store.n_tokens
+    words = pristine.copy()
+    words[n] &= ~np.uint32(1 << 2)  # item 1's start bit cleared: [2, 3] would look like one item's tokens
+    _rewrite_in_place(sa, words.tobytes())
+    with pytest.raises(FormatError, match="run past the end of document 0"):
+        NgramIndex(store).locate([2, 3])
+    words = pristine.copy()
+    words[n] &= ~np.uint32(1 << n)  # the end bit
+    _rewrite_in_place(sa, words.tobytes())
+    with pytest.raises(FormatError, match="bitmap"):
+        NgramIndex(store)
+
+
+def _manifest_edit(folder, edit) -> None:
+    path = folder / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["shards"][0].pop("n_tokens"), r"shards\[0\]\.n_tokens: expected an integer, found nothing"),
+    (lambda m: m["shards"][0].update(n_tokens="9"), r"shards\[0\]\.n_tokens: expected an integer, found \"9\""),
+    (lambda m: m["shards"][0].update(part=True), r"shards\[0\]\.part: expected an integer, found true"),
+    (lambda m: m["shards"][0].update(token_lo=1), r"shards\[0\]\.token_lo: expected 0 \(the plan"),
+    (lambda m: m.update(shards={}), r"shards: expected a JSON list, found a JSON object"),
+    (lambda m: m.update(shard_tokens=0), r"shard_tokens: shard_tokens=0"),
+    (lambda m: m.update(n_tokens=6), r"n_items 2 and n_tokens 6, but the store has 2 items and 5 tokens"),
+    (lambda m: m.pop("store_fingerprint"), r"store_fingerprint: expected a string, found nothing"),
+])
+def test_damaged_manifest_is_a_named_error(tmp_path, edit, message):
+    store = make_store(tmp_path, [np.array([1, 2, 3]), np.array([2, 3])])
+    folder = build_index(store)
+    _manifest_edit(folder, edit)
+    with pytest.raises(FormatError, match=message):
+        NgramIndex(store)
+
+
+def test_unreadable_manifest_is_a_named_error(tmp_path):
+    store = make_store(tmp_path, [np.array([1, 2, 3])])
+    folder = build_index(store)
+    path = folder / "manifest.json"
+    for data, message in [(b'{"format_version": 2, "shards": [', "not valid JSON"), (b"\xff\xfe{}", "not UTF-8"),
+                          (b"[" * 100_000 + b"]" * 100_000, "nested too deeply|format_version"),
+                          (b'{"format_version": NaN}', "not valid JSON")]:
+        path.write_bytes(data)
+        with pytest.raises(FormatError, match=message):
+            NgramIndex(store)
+    path.unlink()
+    path.symlink_to(path)  # a symlink loop
+    with pytest.raises(FormatError, match="cannot be read"):
+        NgramIndex(store)
+
+
+def test_all_ngram_commands_name_a_damaged_manifest(tmp_path, capsys):
+    from cli.main import main as cli_main
+    from pile_index.order import OrderConfig, open_order
+
+    store = make_store(tmp_path, [np.array([3, 4, 3, 4, 5, 6, 7, 8]), np.array([4, 3, 9, 9])])
+    build_index(store)
+    cfg = OrderConfig(seed=1, seq_length=3, num_samples=3, batch_size=1)
+    open_order(store, cfg, build=True)
+    _manifest_edit(tmp_path / "s0.ngram", lambda m: m["shards"][0].pop("n_tokens"))
+    order = ["--seed", "1", "--seq-length", "3", "--num-samples", "3", "--batch-size", "1"]
+    p = store.prefix
+    for argv in (["ngram", "count", p, "--tokens", "3,4"], ["ngram", "locate", p, "--tokens", "3,4"],
+                 ["ngram", "steps", p, "--tokens", "3,4", *order],
+                 ["sql", p, "SELECT count(*) FROM ngram_occurrences", "--ngram-tokens", "3,4", *order]):
+        assert cli_main(argv) == 2, argv
+        err = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("INFO ")]
+        assert len(err) == 1 and "manifest.json: shards[0].n_tokens: expected an integer" in err[0], (argv, err)
+
+
+def test_build_records_full_digests_and_resume_keeps_them(tmp_path):
+    import hashlib
+
+    docs = [np.arange(5), np.arange(5), np.arange(3)]
+    store = make_store(tmp_path, docs)
+    folder = build_index(store, shard_tokens=5)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tokens = np.fromfile(tmp_path / "s0.bin", dtype=np.uint16)
+    for i, entry in enumerate(manifest["shards"]):
+        sa = folder / f"shard-{i:05}.sa"
+        assert entry["sa_sha256"] == hashlib.sha256(sa.read_bytes()).hexdigest()
+        lo = entry["token_lo"]
+        assert entry["tokens_sha256"] == hashlib.sha256(tokens[lo : lo + entry["n_tokens"]].tobytes()).hexdigest()
+        assert json.loads((folder / f"shard-{i:05}.json").read_text())["sa_sha256"] == entry["sa_sha256"]
+    stamp = (folder / "shard-00000.sa").stat().st_mtime_ns
+    (folder / "manifest.json").unlink()  # interrupted: shard 0 is kept (its digests come from its marker) ...
+    (folder / "shard-00001.json").unlink()  # ... and shard 1 is built again
+    build_index(store, shard_tokens=5)
+    assert (folder / "shard-00000.sa").stat().st_mtime_ns == stamp
+    assert json.loads((folder / "manifest.json").read_text()) == manifest

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from pile_index import Corpus
 from pile_index.datasets import dominant_sources
 from pile_index.errors import NotFoundError, PileIndexError
-from pile_index.ngram import occurrence_rows
+from pile_index.ngram import occurrence_rows, query_tokens
+from pile_index.sql import SqlCancel
 
 from ..routers import corpus as corpus_routes
 from ..routers import datasets as dataset_routes
@@ -65,9 +66,10 @@ def records(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 def sql(request: Request, query: str, *, steps: str | None = None, ngram_tokens: str | None = None,
         ngram_text: str | None = None, bucket_steps: int | None = None, max_rows: int | None = None) -> dict:
-    return answer(sql_routes.get_sql(corpus_of(request), settings_of(request), sql=query, max_rows=max_rows,
-                                     steps=steps, ngram_tokens=ngram_tokens, ngram_text=ngram_text,
-                                     bucket_steps=bucket_steps))
+    toks = None if ngram_tokens is None else query_tokens(tokens=ngram_tokens).tolist()
+    q = sql_routes.SqlQuery(sql=query, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
+                            bucket_steps=bucket_steps)
+    return json.loads(sql_routes.run_query(corpus_of(request), settings_of(request), q, SqlCancel()))
 
 
 # -- corpus and order

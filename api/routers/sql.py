@@ -1,17 +1,22 @@
 """``/v1/sql``: one read-only SELECT/WITH over the store's tables (documents, spans, occurrences, scores)
-and, on request, views built for the query (training composition of a step range, an n-gram's time series)."""
+and, on request, views built for the query (training composition of a step range, an n-gram's time series).
+
+The query runs in a worker thread; when the request's own time limit (``request_timeout_s``) answers first,
+the route interrupts the DuckDB connection, so no work goes on after the 504. The answer is the JSON text the
+core encoded (exact; never re-validated or re-encoded here)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import anyio
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, StrictInt
 
 from pile_index import Corpus
 from pile_index.errors import LimitError, QueryError
 from pile_index.ngram import occurrences_table, query_tokens
-from pile_index.sql import check_sql, exposed_files, row_pieces_table, run_sql
+from pile_index.sql import SqlCancel, exposed_files, row_pieces_table, run_sql
 
 from ..deps import CorpusDep, SettingsDep
 from ..params import ASCII_INT, MAX_INT, Text, query_ids
@@ -22,7 +27,8 @@ router = APIRouter(prefix="/v1", tags=["sql"])
 
 
 class SqlQuery(BaseModel):
-    sql: Text = Field(description="one SELECT or WITH ... SELECT statement")
+    sql: Text = Field(description="one SELECT or WITH ... SELECT statement (or DESCRIBE, SUMMARIZE, SHOW); at most "
+                      "max_sql_chars characters")
     max_rows: StrictInt | None = Field(None, ge=0, le=MAX_INT, description="row limit (at most sql_max_rows)")
     steps: str | None = Field(None, description="A:B adds row_pieces of steps A..B-1 and the views composition, "
                               "composition_by_bucket, documents_seen")
@@ -38,7 +44,9 @@ class SqlColumn(BaseModel):
 
 class SqlResponse(BaseModel):
     columns: list[SqlColumn]
-    rows: list[list[Any]]
+    rows: list[list[Any]] = Field(description="values as JSON: numbers for integers, decimals and finite floats; "
+                                  "\"NaN\", \"Infinity\", \"-Infinity\"; DuckDB's text form for dates, times, "
+                                  "intervals, UUIDs, BLOBs; arrays and objects for lists, structs, maps")
     row_count: int
     truncated: bool = Field(description="true when the query had more rows than the limit")
     elapsed_s: float
@@ -46,7 +54,8 @@ class SqlResponse(BaseModel):
 
 
 def _views(corpus: Corpus, settings: Settings, q: SqlQuery) -> dict[str, Any]:
-    """Arrow tables built for this query: training-row pieces of a step range, an n-gram's occurrences."""
+    """Arrow tables built for this query (training-row pieces of a step range, an n-gram's occurrences), as
+    callables: the core builds them only once the SQL passed its checks."""
     extra: dict[str, Any] = {}
     if q.steps:
         lo, sep, hi = q.steps.partition(":")
@@ -54,36 +63,49 @@ def _views(corpus: Corpus, settings: Settings, q: SqlQuery) -> dict[str, Any]:
             a, b = int(lo), int(hi)
         except ValueError as e:
             raise QueryError(f"steps={q.steps!r}: expected A:B, e.g. 0:1000") from e
-        extra["row_pieces"] = row_pieces_table(corpus.order, a, b, q.bucket_steps)
+        extra["row_pieces"] = lambda: row_pieces_table(corpus.order, a, b, q.bucket_steps)
     if q.ngram_tokens is not None or q.ngram_text is not None:
-        ids = query_ids(corpus, settings, q.ngram_tokens, q.ngram_text)
-        extra["ngram_occurrences"] = occurrences_table(corpus.ngram, corpus.order, ids, q.bucket_steps,
-                                                       settings.max_occurrences)
+        def occurrences() -> Any:
+            ids = query_ids(corpus, settings, q.ngram_tokens, q.ngram_text)
+            return occurrences_table(corpus.ngram, corpus.order, ids, q.bucket_steps, settings.max_occurrences)
+        extra["ngram_occurrences"] = occurrences
     return extra
 
 
-def _run(corpus: Corpus, s: Settings, q: SqlQuery) -> SqlResponse:
+def run_query(corpus: Corpus, s: Settings, q: SqlQuery, cancel: SqlCancel) -> bytes:
+    """The answer's JSON bytes (called in a worker thread by the routes, directly by the explorer's pages)."""
     if q.max_rows is not None and q.max_rows > s.sql_max_rows:
         raise LimitError(f"max_rows={q.max_rows:,} exceeds sql_max_rows={s.sql_max_rows:,}", "sql_max_rows")
-    check_sql(q.sql)  # refuse before building any view
     res = run_sql(q.sql, exposed_files(corpus.store.prefix), _views(corpus, s, q),
-                  max_rows=s.sql_max_rows if q.max_rows is None else q.max_rows, timeout_s=s.sql_timeout_s)
-    return SqlResponse(**res.as_dict())
+                  max_rows=s.sql_max_rows if q.max_rows is None else q.max_rows, timeout_s=s.sql_timeout_s,
+                  max_sql_chars=s.max_sql_chars, max_response_bytes=s.max_response_bytes, cancel=cancel)
+    return res.to_json().encode("utf-8")
+
+
+async def _serve(corpus: Corpus, settings: Settings, q: SqlQuery) -> Response:
+    cancel = SqlCancel()
+    try:
+        body = await anyio.to_thread.run_sync(run_query, corpus, settings, q, cancel, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():  # the request time limit answered (or the client left): stop DuckDB
+        cancel.interrupt("the request ended")
+        raise
+    return Response(body, media_type="application/json")
 
 
 @router.get("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables")
-def get_sql(corpus: CorpusDep, settings: SettingsDep, sql: str = Query(..., description="one SELECT or WITH statement"),
-            max_rows: Annotated[int | None, Query(ge=0, le=MAX_INT), ASCII_INT] = None,
-            steps: str | None = Query(None, description="A:B: add row_pieces and the composition views"),
-            ngram_tokens: str | None = Query(None, description="comma-separated ids: add ngram_occurrences"),
-            ngram_text: str | None = Query(None, description="text: add ngram_occurrences"),
-            bucket_steps: Annotated[int | None, Query(ge=1, le=MAX_INT), ASCII_INT] = None) -> SqlResponse:
+async def get_sql(corpus: CorpusDep, settings: SettingsDep,
+                  sql: str = Query(..., description="one SELECT or WITH statement"),
+                  max_rows: Annotated[int | None, Query(ge=0, le=MAX_INT), ASCII_INT] = None,
+                  steps: str | None = Query(None, description="A:B: add row_pieces and the composition views"),
+                  ngram_tokens: str | None = Query(None, description="comma-separated ids: add ngram_occurrences"),
+                  ngram_text: str | None = Query(None, description="text: add ngram_occurrences"),
+                  bucket_steps: Annotated[int | None, Query(ge=1, le=MAX_INT), ASCII_INT] = None) -> Response:
     toks = None if ngram_tokens is None else query_tokens(tokens=ngram_tokens).tolist()  # ASCII digits only
     q = SqlQuery(sql=sql, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
                  bucket_steps=bucket_steps)
-    return _run(corpus, settings, q)
+    return await _serve(corpus, settings, q)
 
 
 @router.post("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables (JSON body)")
-def post_sql(corpus: CorpusDep, settings: SettingsDep, q: SqlQuery) -> SqlResponse:
-    return _run(corpus, settings, q)
+async def post_sql(corpus: CorpusDep, settings: SettingsDep, q: SqlQuery) -> Response:
+    return await _serve(corpus, settings, q)

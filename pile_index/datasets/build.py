@@ -46,6 +46,7 @@ from ..sql.docstore import DocumentTable
 from ..errors import ConfigError, FormatError, PileIndexError
 from .schedule import before_steps, revision_step, treatment_steps
 from .selection import SelectionConfig, Strategy, select_rows
+from ..sidecar import load_sidecar, optional, read_json
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
@@ -203,6 +204,10 @@ def _part_table(train_index: np.ndarray, revision: str, cols: dict[str, Any]) ->
     })
 
 
+_CHECKPOINT_RECORD = {"model": str, "weights_sha256": str, "commit_sha": optional((str, None)),
+                      "tensors_sha256": optional((str, None))}
+
+
 JOB_VERSION = 2  # parts named by revision (version 1: by position in the revision list)
 
 
@@ -239,8 +244,8 @@ def _open_parts(parts: Path, job: dict[str, Any], out: Path, restart: bool) -> N
         shutil.rmtree(parts)
     if parts.is_dir() and any(parts.iterdir()):
         try:
-            old = json.loads(job_file.read_text()) if job_file.is_file() else None
-        except (ValueError, RecursionError):
+            old = read_json(job_file) if job_file.is_file() else None
+        except FormatError:
             old = None
         if not isinstance(old, dict):
             raise _with_next_step(FormatError(
@@ -327,7 +332,7 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
 
     ck_rows = []
     for rev in cfg.revisions:
-        rec = json.loads(rec_path[rev].read_text())
+        rec = load_sidecar(rec_path[rev], _CHECKPOINT_RECORD, f"delete it and rerun to score {rev} again")
         ck_rows.append({"revision": rev, "checkpoint_step": revision_step(rev), "model": rec["model"],
                         "commit_sha": rec.get("commit_sha"), "weights_sha256": rec["weights_sha256"],
                         "tensors_sha256": rec.get("tensors_sha256")})

@@ -34,7 +34,6 @@ References: infini-gram (Liu et al. 2024, 5-byte suffix pointers over 2-byte tok
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -49,7 +48,9 @@ import numba
 import numpy as np
 
 from ..atomic import atomic_path, write_bytes
+from ..digests import sampled_digest, sha256_array
 from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
+from ..sidecar import check, optional, read_json
 from ..format.store import TokenStore
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
@@ -296,15 +297,28 @@ def _cmp(tokens, words, p, pat):
     return res
 
 
+BAD_POINTER = -1  # first value a query kernel returns when a suffix-array row holds no token position (< n)
+UNSORTED = -2  # ... when the rows around the answer are out of order, or a row it returns does not hold pat
+
+
 @numba.njit(cache=True, nogil=True)
 def _range(tokens, words, pat):
-    """[lo, hi): the suffix-array rows whose suffix starts with pat (words[:n] = suffix array, n = len(tokens))."""
+    """[lo, hi): the suffix-array rows whose suffix starts with pat (words[:n] = suffix array, n = len(tokens)).
+
+    Damage checks, on the rows the search touches: every pointer is checked to be < n before it is followed
+    (else (BAD_POINTER, row)); rows probed after the first match must not sort before pat, and the rows two
+    before and one after the answer must sort before and after it (else (UNSORTED, row)). A damaged row that
+    sends the search the wrong way leaves the answer next to it, so these two extra comparisons (a few
+    percent of a count) catch it unless it sits right at the true edge of the answer."""
     n = tokens.shape[0]
     lo, hi = 0, n
     upper = n  # every row >= upper is > pat: bounds the second search
     while lo < hi:  # first row >= pat
         mid = (lo + hi) >> 1
-        c = _cmp(tokens, words, np.int64(words[mid]), pat)
+        p = np.int64(words[mid])
+        if p >= n:
+            return BAD_POINTER, mid
+        c = _cmp(tokens, words, p, pat)
         if c < 0:
             lo = mid + 1
         else:
@@ -312,42 +326,79 @@ def _range(tokens, words, pat):
             if c > 0:
                 upper = mid
     start = lo
-    if lo >= upper:  # row lo (if any) was found > pat: no match
-        return start, lo
-    # Gallop from lo (most n-grams of a few tokens or more are rare: the end is usually at lo + 1 or
-    # close, and neighbouring rows share cache lines), then binary-search the last gap.
-    step = 1
-    prev = lo  # rows <= prev are known to match
-    while True:
-        probe = lo + step
-        if probe >= upper:
-            hi = upper
-            break
-        if _cmp(tokens, words, np.int64(words[probe]), pat) > 0:
-            hi = probe
-            break
-        prev = probe
-        step <<= 1
-    lo = prev + 1
-    while lo < hi:  # first row > pat
-        mid = (lo + hi) >> 1
-        if _cmp(tokens, words, np.int64(words[mid]), pat) <= 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    return start, lo
+    if lo < upper:
+        # Gallop from lo (most n-grams of a few tokens or more are rare: the end is usually at lo + 1 or
+        # close, and neighbouring rows share cache lines), then binary-search the last gap.
+        step = 1
+        prev = lo  # rows <= prev are known to match
+        while True:
+            probe = lo + step
+            if probe >= upper:
+                hi = upper
+                break
+            p = np.int64(words[probe])
+            if p >= n:
+                return BAD_POINTER, probe
+            c = _cmp(tokens, words, p, pat)
+            if c < 0:  # after a match, nothing sorts before pat
+                return UNSORTED, probe
+            if c > 0:
+                hi = probe
+                break
+            prev = probe
+            step <<= 1
+        lo = prev + 1
+        while lo < hi:  # first row > pat
+            mid = (lo + hi) >> 1
+            p = np.int64(words[mid])
+            if p >= n:
+                return BAD_POINTER, mid
+            c = _cmp(tokens, words, p, pat)
+            if c < 0:
+                return UNSORTED, mid
+            if c == 0:
+                lo = mid + 1
+            else:
+                hi = mid
+    end = lo
+    # Rows start - 1 and end were probed (they sort before and after pat); one row further out on each
+    # side was not.
+    if start >= 2:
+        p = np.int64(words[start - 2])
+        if p >= n:
+            return BAD_POINTER, start - 2
+        if _cmp(tokens, words, p, pat) >= 0:
+            return UNSORTED, start - 2
+    if end + 1 < n:
+        p = np.int64(words[end + 1])
+        if p >= n:
+            return BAD_POINTER, end + 1
+        if _cmp(tokens, words, p, pat) <= 0:
+            return UNSORTED, end + 1
+    return start, end
 
 
 @numba.njit(cache=True, nogil=True)
 def _range_positions(tokens, words, pat, skip, limit, base):
-    """One shard's count and its positions [skip, skip + limit) (limit < 0: all), plus ``base``."""
+    """One shard's (lo, hi) and its positions [skip, skip + limit) (limit < 0: all), plus ``base``.
+
+    Each position returned is checked to hold pat (inside one item, as the bitmap says); a row that does not
+    gives (UNSORTED, row, empty), a pointer >= n (BAD_POINTER, row, empty)."""
     lo, hi = _range(tokens, words, pat)
+    if lo < 0:
+        return lo, hi, np.empty(0, dtype=np.int64)
+    n = tokens.shape[0]
     a = min(lo + skip, hi)
     b = hi if limit < 0 else min(hi, a + limit)
     out = np.empty(b - a, dtype=np.int64)
     for i in range(a, b):
-        out[i - a] = np.int64(words[i]) + base
-    return hi - lo, out
+        p = np.int64(words[i])
+        if p >= n:
+            return BAD_POINTER, i, np.empty(0, dtype=np.int64)
+        if _cmp(tokens, words, p, pat) != 0:
+            return UNSORTED, i, np.empty(0, dtype=np.int64)
+        out[i - a] = p + base
+    return lo, hi, out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -404,19 +455,13 @@ def _shard_tokens(store: TokenStore, spec: ShardSpec) -> np.ndarray:
     return part.tokens[start : start + spec.n_tokens].view(np.ndarray)
 
 
-def tokens_digest(tokens: np.ndarray, windows: int = 64, window: int = 2048) -> str:
-    """blake2b over ``windows`` evenly spaced windows of a shard's tokens (all of them when short).
+def tokens_digest(tokens: np.ndarray) -> str:
+    """The manifest's ``tokens_digest`` of a shard's tokens: :func:`pile_index.digests.sampled_digest`.
 
     The store fingerprint covers sizes, not token values; this catches a ``.bin`` rewritten in place with
-    the same sizes (a different tokenizer, a corrupted copy) at the cost of ~256 KB read per shard."""
-    h = hashlib.blake2b(digest_size=16)
-    n = tokens.size
-    if n <= windows * window:
-        h.update(np.ascontiguousarray(tokens).tobytes())
-    else:
-        for start in np.linspace(0, n - window, windows).astype(np.int64):
-            h.update(np.ascontiguousarray(tokens[start : start + window]).tobytes())
-    return h.hexdigest()
+    the same sizes (a different tokenizer, a corrupted copy) at the cost of ~256 KB read per shard on open;
+    ``tokens_sha256`` (every token) is checked by ``pile-index verify``."""
+    return sampled_digest(tokens)
 
 
 def _item_starts(store: TokenStore, spec: ShardSpec) -> np.ndarray:
@@ -424,8 +469,9 @@ def _item_starts(store: TokenStore, spec: ShardSpec) -> np.ndarray:
     return (off[spec.item_lo : spec.item_hi + 1] - off[spec.item_lo]).astype(np.int64)
 
 
-def build_shard(store: TokenStore, spec: ShardSpec, path: Path) -> None:
-    """Build one shard's suffix array and boundary bitmap into ``path``, atomically."""
+def build_shard(store: TokenStore, spec: ShardSpec, path: Path) -> dict[str, str]:
+    """Build one shard's suffix array and boundary bitmap into ``path``, atomically; return its digests
+    (``sa_sha256`` of the file, ``tokens_sha256`` of the store tokens it indexes)."""
     tokens = _shard_tokens(store, spec)
     starts = _item_starts(store, spec)
     n_items = spec.item_hi - spec.item_lo
@@ -450,7 +496,31 @@ def build_shard(store: TokenStore, spec: ShardSpec, path: Path) -> None:
         del T, SA
         _boundary_bits(starts, spec.n_tokens, words)
         words.flush()
+        digests = {"sa_sha256": sha256_array(words), "tokens_sha256": sha256_array(tokens)}  # pages still cached
         del words
+    return digests
+
+
+DIGEST_KEYS = ("sa_sha256", "tokens_sha256")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SHARD_SPEC: dict[str, Any] = {"part": int, "item_lo": int, "item_hi": int, "token_lo": int, "n_tokens": int,
+                               "tokens_digest": str, "sa_sha256": optional(str), "tokens_sha256": optional(str)}
+_MANIFEST_SPEC: dict[str, Any] = {"format_version": int, "store_fingerprint": str, "n_items": int, "n_tokens": int,
+                                  "shard_tokens": int, "shards": [_SHARD_SPEC]}
+
+
+def _marker_digests(marker: Path, want: dict[str, Any], sa_path: Path, n_words: int) -> dict[str, str] | None:
+    """The digests a finished shard's marker records, if the marker is for this build and the shard file has
+    its size; None means build the shard (again). A marker from before digests were recorded gives {}."""
+    if not marker.is_file() or not sa_path.is_file() or sa_path.stat().st_size != n_words * 4:
+        return None
+    try:
+        found = read_json(marker, "rebuilding the shard")
+    except FormatError:
+        return None  # an unreadable marker: rebuild the shard
+    if not isinstance(found, dict) or {k: found.get(k) for k in want} != want:
+        return None
+    return {k: found[k] for k in DIGEST_KEYS if isinstance(found.get(k), str) and _HEX64.match(found[k])}
 
 
 def build_index(
@@ -463,10 +533,10 @@ def build_index(
 ) -> Path:
     """Build (or resume building) the n-gram index of ``store``; return its folder.
 
-    Shards already built for the same store fingerprint and plan are kept; the manifest is written last.
-    With ``ray_address`` ("local", "auto" or a cluster address) the missing shards are built as Ray tasks
-    (each worker opens the store by its prefixes, so the store must be on a filesystem every worker sees);
-    the files are the same bytes as a single-process build.
+    Shards already built for the same store fingerprint and plan are kept; the manifest is written last and
+    records each shard's digests. With ``ray_address`` ("local", "auto" or a cluster address) the missing
+    shards are built as Ray tasks (each worker opens the store by its prefixes, so the store must be on a
+    filesystem every worker sees); the files are the same bytes as a single-process build.
     """
     folder = Path(out_dir) if out_dir is not None else index_dir(store.prefix)
     folder.mkdir(parents=True, exist_ok=True)
@@ -474,20 +544,21 @@ def build_index(
     shards = plan_shards(store, shard_tokens)
     iterator: Any
     todo = []
+    entries: list[dict[str, Any]] = []
     for i, spec in enumerate(shards):
         marker = folder / f"shard-{i:05}.json"
         want = {"store_fingerprint": fp, "format_version": FORMAT_VERSION, **spec.as_dict(),
                 "tokens_digest": tokens_digest(_shard_tokens(store, spec))}
-        if marker.is_file():
-            try:
-                if json.loads(marker.read_text()) == want:
-                    continue
-            except ValueError:
-                pass  # an unreadable marker: rebuild the shard
+        entries.append({**spec.as_dict(), "tokens_digest": want["tokens_digest"]})
+        digests = _marker_digests(marker, want, folder / f"shard-{i:05}.sa", spec.n_words)
+        if digests is not None:
+            entries[i].update(digests)
+            continue
         todo.append((i, spec, marker, want))
     if ray_address:
-        _build_shards_on_ray(store, todo, folder, len(shards), ray_address, ray_num_cpus)
+        built = _build_shards_on_ray(store, todo, folder, len(shards), ray_address, ray_num_cpus)
     else:
+        built = {}
         if progress:
             from ..progress import progress_bar
 
@@ -496,10 +567,12 @@ def build_index(
             iterator = todo
         for i, spec, marker, want in iterator:
             t0 = time.perf_counter()
-            build_shard(store, spec, folder / f"shard-{i:05}.sa")
-            write_bytes(marker, json.dumps(want, indent=1).encode())
+            built[i] = build_shard(store, spec, folder / f"shard-{i:05}.sa")
+            write_bytes(marker, json.dumps({**want, **built[i]}, indent=1).encode())
             log.info("ngram shard %d/%d: %s tokens in %.1f s", i + 1, len(shards), f"{spec.n_tokens:,}",
                      time.perf_counter() - t0)
+    for i, digests in built.items():
+        entries[i].update(digests)
     manifest = {
         "format_version": FORMAT_VERSION,
         "store_fingerprint": fp,
@@ -508,19 +581,20 @@ def build_index(
         "n_tokens": int(store.n_tokens),
         "dtype": str(store.dtype),
         "shard_tokens": int(shard_tokens),
-        "shards": [{**s.as_dict(), "tokens_digest": tokens_digest(_shard_tokens(store, s))} for s in shards],
+        "shards": entries,
     }
     write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
     return folder
 
 
-def _build_shard_task(prefixes: list[str], spec: ShardSpec, path: str) -> None:
-    build_shard(TokenStore(prefixes), spec, Path(path))
+def _build_shard_task(prefixes: list[str], spec: ShardSpec, path: str) -> dict[str, str]:
+    return build_shard(TokenStore(prefixes), spec, Path(path))
 
 
 def _build_shards_on_ray(store: TokenStore, todo: list, folder: Path, n_shards: int, address: str,
-                         num_cpus: int | None) -> None:
-    """Build the missing shards as Ray tasks; the driver writes each shard's marker when its task ends."""
+                         num_cpus: int | None) -> dict[int, dict[str, str]]:
+    """Build the missing shards as Ray tasks; the driver writes each shard's marker when its task ends.
+    Returns shard number -> digests."""
     try:
         import ray
     except ImportError as e:
@@ -531,6 +605,7 @@ def _build_shards_on_ray(store: TokenStore, todo: list, folder: Path, n_shards: 
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    built: dict[int, dict[str, str]] = {}
     try:
         remote = ray.remote(_build_shard_task)
         pending = {remote.remote(store.prefixes, spec, str(folder / f"shard-{i:05}.sa")): (i, spec, marker, want)
@@ -538,13 +613,15 @@ def _build_shards_on_ray(store: TokenStore, todo: list, folder: Path, n_shards: 
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                ray.get(ref)  # re-raises a worker's error here
+                digests = ray.get(ref)  # re-raises a worker's error here
                 i, spec, marker, want = pending.pop(ref)
-                write_bytes(marker, json.dumps(want, indent=1).encode())
+                built[i] = digests
+                write_bytes(marker, json.dumps({**want, **digests}, indent=1).encode())
                 log.info("ngram shard %d/%d (ray): %s tokens", i + 1, n_shards, f"{spec.n_tokens:,}")
     finally:
         if started:
             ray.shutdown()
+    return built
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -553,13 +630,14 @@ def _build_shards_on_ray(store: TokenStore, todo: list, folder: Path, n_shards: 
 
 
 class _Shard:
-    __slots__ = ("spec", "tokens", "words", "n", "range", "range_positions")
+    __slots__ = ("spec", "tokens", "words", "n", "path", "digests", "range", "range_positions")
 
-    def __init__(self, store: TokenStore, spec: ShardSpec, folder: Path, i: int):
+    def __init__(self, store: TokenStore, spec: ShardSpec, folder: Path, i: int, digests: dict[str, str]):
         self.spec = spec
         self.n = spec.n_tokens
         self.tokens = _shard_tokens(store, spec)
-        path = folder / f"shard-{i:05}.sa"
+        self.digests = digests
+        self.path = path = folder / f"shard-{i:05}.sa"
         size = spec.n_words * 4
         if not path.is_file():
             raise FormatError(f"{path}: missing; rebuild the index with `pile-index ngram build`")
@@ -569,8 +647,24 @@ class _Shard:
                 f"the file is truncated: rebuild with `pile-index ngram build`"
             )
         self.words = np.memmap(path, dtype="<u4", mode="r").view(np.ndarray)
+        n = self.n
+        first, last = int(self.words[n]), int(self.words[n + (n >> 5)])
+        if not first & 1 or last >> (n & 31) != 1:  # bit 0 (the first item starts) and bit n (the end), none after
+            raise FormatError(f"{path}: the item-boundary bitmap (after the {n:,} suffix pointers) does not start "
+                              f"and end where the shard does; the file is damaged: rebuild with "
+                              f"`pile-index ngram build`")
         self.range = _entry_point(_range, self.tokens, self.words, _PROBE)
         self.range_positions = _entry_point(_range_positions, self.tokens, self.words, _PROBE, 0, 0, 0)
+
+    def damaged(self, code: int, row: int) -> FormatError:
+        """The error for a query kernel's damage report (code BAD_POINTER or UNSORTED at ``row``)."""
+        value = int(self.words[row])
+        if code == BAD_POINTER:
+            what = f"holds {value:,}, not a token position below the shard's {self.n:,} tokens"
+        else:
+            what = f"(token position {value:,}) is out of suffix order"
+        return FormatError(f"{self.path}: suffix-array row {row:,} {what}; the file is damaged: check the index "
+                           f"with `pile-index verify` and rebuild it with `pile-index ngram build`")
 
 
 _PROBE = np.zeros(1, dtype=np.int64)  # a pattern of the type every query pattern has (fresh int64, 1-D, C)
@@ -589,43 +683,72 @@ def _entry_point(kernel: Any, *args: Any) -> Any:
         return kernel
 
 
-class NgramIndex:
-    """A built n-gram index opened read-only over its store."""
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The n-gram manifest in ``folder``, with its required keys and types checked (FormatError if damaged)."""
+    path = Path(folder) / "manifest.json"
+    fix = "rebuild with `pile-index ngram build`"
+    doc = read_json(path, fix)
+    if isinstance(doc, dict) and doc.get("format_version") != FORMAT_VERSION:
+        raise FormatError(f"{path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}; {fix}")
+    check(doc, _MANIFEST_SPEC, path, fix)
+    return doc
 
-    def __init__(self, store: TokenStore, folder: str | os.PathLike | None = None):
+
+class NgramIndex:
+    """A built n-gram index opened read-only over its store.
+
+    Opening checks the manifest (keys, types, the store's fingerprint and shard plan, a sample of each shard's
+    tokens) and each shard file's size and bitmap ends; queries check every suffix pointer they follow and the
+    order of the rows around each answer. Full content digests are checked by :mod:`pile_index.verify`, which
+    opens with ``check_tokens=False`` (it reads every token instead of a sample)."""
+
+    def __init__(self, store: TokenStore, folder: str | os.PathLike | None = None, check_tokens: bool = True):
         self.store = store
         self.folder = Path(folder) if folder is not None else index_dir(store.prefix)
         manifest_path = self.folder / "manifest.json"
-        if not manifest_path.is_file():
+        if not os.path.lexists(manifest_path):
             raise NotFoundError(
                 f"{manifest_path}: no n-gram index for {store.prefix}; build it with `pile-index ngram build {store.prefix}`"
             )
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except ValueError as e:
-            raise FormatError(f"{manifest_path}: not valid JSON ({e}); rebuild with `pile-index ngram build`") from e
-        if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise FormatError(
-                f"{manifest_path}: format_version {self.manifest.get('format_version')!r}, expected {FORMAT_VERSION}; "
-                f"rebuild with `pile-index ngram build`"
-            )
+        self.manifest = read_manifest(self.folder)
         fp = store.fingerprint()
-        if self.manifest.get("store_fingerprint") != fp:
+        if self.manifest["store_fingerprint"] != fp:
             raise FormatError(
-                f"{manifest_path}: built for store fingerprint {self.manifest.get('store_fingerprint')}, but "
+                f"{manifest_path}: built for store fingerprint {self.manifest['store_fingerprint']}, but "
                 f"{store.prefix} has {fp}; the store changed: rebuild with `pile-index ngram build`"
             )
         self.shards = []
-        for i, entry in enumerate(self.manifest["shards"]):
-            spec = ShardSpec(**{k: v for k, v in entry.items() if k != "tokens_digest"})
-            shard = _Shard(store, spec, self.folder, i)
-            if tokens_digest(shard.tokens) != entry.get("tokens_digest"):
+        for i, (entry, spec) in enumerate(zip(self.manifest["shards"], self._plan(manifest_path), strict=True)):
+            digests = {k: entry[k] for k in DIGEST_KEYS if k in entry}
+            shard = _Shard(store, spec, self.folder, i, digests)
+            if check_tokens and tokens_digest(shard.tokens) != entry["tokens_digest"]:
                 raise FormatError(
                     f"{manifest_path}: shard {i:,} (items {spec.item_lo:,}..{spec.item_hi - 1:,}): the store's tokens "
                     f"differ from those indexed (same sizes, other values); rebuild with `pile-index ngram build`"
                 )
             self.shards.append(shard)
         self.n_tokens = int(self.manifest["n_tokens"])
+
+    def _plan(self, manifest_path: Path) -> list[ShardSpec]:
+        """The shard plan the manifest must hold: the one :func:`plan_shards` makes for this store."""
+        fix = "the manifest is damaged: rebuild with `pile-index ngram build`"
+        m = self.manifest
+        if m["n_items"] != len(self.store) or m["n_tokens"] != self.store.n_tokens:
+            raise FormatError(f"{manifest_path}: n_items {m['n_items']:,} and n_tokens {m['n_tokens']:,}, but the "
+                              f"store has {len(self.store):,} items and {self.store.n_tokens:,} tokens; {fix}")
+        try:
+            plan = plan_shards(self.store, m["shard_tokens"])
+        except ConfigError as e:
+            raise FormatError(f"{manifest_path}: shard_tokens: {e}; {fix}") from e
+        if len(plan) != len(m["shards"]):
+            raise FormatError(f"{manifest_path}: shards: expected {len(plan):,} shards for shard_tokens "
+                              f"{m['shard_tokens']:,}, found {len(m['shards']):,}; {fix}")
+        for i, (spec, entry) in enumerate(zip(plan, m["shards"])):
+            for key, want in spec.as_dict().items():
+                if entry[key] != want:
+                    raise FormatError(f"{manifest_path}: shards[{i}].{key}: expected {want:,} (the plan for this "
+                                      f"store), found {entry[key]:,}; {fix}")
+        return plan
 
     def disk_bytes(self) -> int:
         """Bytes of the index files (suffix arrays, bitmaps, markers), not counting the store's tokens."""
@@ -645,48 +768,59 @@ class NgramIndex:
             raise QueryError("an empty n-gram has no count; pass at least one token")
         return pat
 
-    def ranges(self, tokens: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
-        """Per shard, the [lo, hi) rows of its suffix array that start with ``tokens``."""
-        pat = self._pattern(tokens)
-        return [s.range(s.tokens, s.words, pat) for s in self.shards]
-
     def count(self, tokens: Sequence[int] | np.ndarray) -> int:
         """Exact number of (overlapping) occurrences of ``tokens`` inside items."""
         pat = self._pattern(tokens)
         total = 0
         for s in self.shards:
             lo, hi = s.range(s.tokens, s.words, pat)
+            if lo < 0:
+                raise s.damaged(lo, hi)
             total += hi - lo
         return total
 
     def positions(self, tokens: Sequence[int] | np.ndarray, offset: int = 0, limit: int | None = None) -> np.ndarray:
         """Store token positions (int64) of occurrences, in index order (shard, then suffix order):
-        entries [offset, offset+limit) of that order."""
+        entries [offset, offset+limit) of that order. Each one is checked to hold ``tokens``."""
         if offset < 0 or (limit is not None and limit < 0):
             raise QueryError(f"offset={offset:,} and limit={limit!r} must be >= 0")
         pat = self._pattern(tokens)
-        if len(self.shards) == 1:
-            s = self.shards[0]
-            return s.range_positions(s.tokens, s.words, pat, offset, -1 if limit is None else limit, s.spec.token_lo)[1]
         out: list[np.ndarray] = []
         skip = offset
         remaining = -1 if limit is None else limit
         for s in self.shards:
             if remaining == 0:
                 break
-            n, pos = s.range_positions(s.tokens, s.words, pat, skip, remaining, s.spec.token_lo)
-            skip = max(skip - n, 0)
+            lo, hi, pos = s.range_positions(s.tokens, s.words, pat, skip, remaining, s.spec.token_lo)
+            if lo < 0:
+                raise s.damaged(lo, hi)
+            skip = max(skip - (hi - lo), 0)
             if pos.size:
                 out.append(pos)
                 if remaining > 0:
                     remaining -= pos.size
+        if len(out) == 1:
+            return out[0]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def locate(self, tokens: Sequence[int] | np.ndarray, offset: int = 0, limit: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-        """(doc_id, offset-in-document) arrays of occurrences, paginated as in :meth:`positions`."""
+        """(doc_id, offset-in-document) arrays of occurrences, paginated as in :meth:`positions`. Each one is
+        checked against the store's item sizes to lie inside its document."""
+        m = self._pattern(tokens).size
         pos = self.positions(tokens, offset, limit)
-        return positions_to_documents(self.store, pos)
+        doc, off = positions_to_documents(self.store, pos)
+        if doc.size:
+            over = off + m > np.asarray(self.store.sizes)[doc]
+            if over.any():
+                j = int(np.flatnonzero(over)[0])
+                lows = [s.spec.token_lo for s in self.shards]
+                shard = self.shards[int(np.searchsorted(lows, pos[j], side="right")) - 1]
+                raise FormatError(
+                    f"{shard.path}: the item-boundary bitmap lets an occurrence at token {int(pos[j]):,} run past "
+                    f"the end of document {int(doc[j]):,}; the file is damaged: check the index with "
+                    f"`pile-index verify` and rebuild it with `pile-index ngram build`")
+        return doc, off
 
 
 def positions_to_documents(store: TokenStore, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

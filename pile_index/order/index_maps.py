@@ -39,8 +39,10 @@ import numba
 import numpy as np
 
 from ..atomic import save_npy
+from ..digests import ensure_digests
 from ..errors import ConfigError, FormatError, LimitError, NotFoundError
 from ..format.indexed import IndexedDataset, strip_prefix
+from ..sidecar import read_json
 from ..format.store import TokenStore
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
@@ -547,9 +549,9 @@ def check_index_maps(maps: IndexMaps, sizes: np.ndarray, paths: dict[str, Path],
     marker = checked_marker_path(paths)
     key = checked_marker_key(paths, sizes)
     try:
-        if json.loads(marker.read_text()) == key:
+        if read_json(marker, "it is checked again") == key:
             return
-    except (OSError, ValueError):
+    except FormatError:
         pass  # no marker yet, or an unreadable one: check again
     seen = np.zeros(maps.shuffle_idx.shape[0], dtype=np.bool_)
     code, i = _check_maps_kernel(np.asarray(sizes), maps.doc_idx, maps.sample_idx, maps.shuffle_idx, seen)
@@ -590,6 +592,7 @@ def build_index_mappings(store: TokenStore | str | os.PathLike, cfg: OrderConfig
         log.info("reusing index maps %s", paths["doc_idx"].name.removesuffix("_doc_idx.npy"))
         maps = _load_checked(paths, n_docs, t, e, s, prefix, cfg)
         check_index_maps(maps, sizes, paths, prefix, cfg)
+        ensure_digests(paths.values())  # a build killed before its records, or maps from elsewhere
         return maps
     write_index_mappings(sizes, cfg, prefix, progress=progress, max_epochs=max_epochs)
     return _load_checked(paths, n_docs, t, e, s, prefix, cfg)
@@ -630,6 +633,7 @@ def write_index_mappings(sizes: np.ndarray, cfg: OrderConfig, prefix: str | os.P
     log.info("shuffle_idx: %s entries in %.2f s", f"{s:,}", time.perf_counter() - t0)
     bar.update(1)
     bar.close()
+    ensure_digests(paths.values())  # FILE.sha256 beside each map, for `pile-index verify`
 
 
 class _NoBar:

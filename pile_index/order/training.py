@@ -38,6 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..atomic import save_npy
+from ..digests import ensure_digests
 from ..sql.documents import public_metadata
 from ..errors import ConfigError, FormatError, NotFoundError, QueryError
 from .index_maps import (
@@ -594,6 +595,7 @@ class TrainingOrder(_OrderBase):
         """Write the two inverse files (atomically) unless both exist; returns their paths."""
         paths = self.inverse_paths()
         if all(p.is_file() for p in paths.values()):
+            ensure_digests(paths.values())  # a build killed before its records
             return paths
         if not paths["doc_idx_inverse"].is_file():
             counts = np.zeros(self.n_docs, dtype=np.uint8 if self.epochs < 256 else np.int32)
@@ -610,6 +612,7 @@ class TrainingOrder(_OrderBase):
             if code:
                 raise self._map_error(code, index)
             save_npy(paths["shuffle_idx_inverse"], inverse)
+        ensure_digests(paths.values())  # FILE.sha256 beside each inverse file, for `pile-index verify`
         log.info("inverse files written beside %s", self.store.prefix)
         return paths
 

@@ -41,7 +41,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, FormatError, NotFoundError
-from .model import GPTNeoX, GPTNeoXConfig, expected_shapes, read_json, show_value
+from ..sidecar import read_json
+from .model import GPTNeoX, GPTNeoXConfig, expected_shapes, show_value
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def shard_names(index: Path | str, weight_map: object) -> list[str]:
 
 
 def _read_index(index: Path) -> list[str]:
-    data = read_json(index, MAX_INDEX_BYTES, "weight index")
+    data = read_json(index, max_bytes=MAX_INDEX_BYTES, what="weight index")
     if not isinstance(data, dict) or "weight_map" not in data:
         raise FormatError(f"{index}: not a weight index (expected JSON with a 'weight_map')")
     return shard_names(index, data["weight_map"])

@@ -18,7 +18,6 @@ logits tensor never exists.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import reprlib
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, FormatError, NotFoundError
+from ..sidecar import read_json
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -183,7 +183,7 @@ class GPTNeoXConfig:
         path = Path(path)
         if not path.is_file():
             raise NotFoundError(f"{path}: no config.json; a model folder needs config.json beside its weights")
-        d = read_json(path, MAX_CONFIG_BYTES, "model config")
+        d = read_json(path, max_bytes=MAX_CONFIG_BYTES, what="model config", constants=True)  # NaN: a field error
         try:
             return cls.from_hf_dict(d)
         except ConfigError as e:
@@ -220,21 +220,6 @@ def _real(field: str, v: Any) -> float:
         return float(v)
     except OverflowError as e:  # an integer literal like 10**400
         raise ConfigError(f"config.json {field}={show_value(v)}: expected a finite number") from e
-
-
-def read_json(path: Path, max_bytes: int, what: str) -> Any:
-    """Parse a small JSON file robustly: over ``max_bytes``, not UTF-8, not JSON or nested too deeply for the
-    parser are FormatErrors naming the file (never a RecursionError or UnicodeDecodeError)."""
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise FormatError(f"{path}: larger than {max_bytes:,} bytes, too large for a {what}")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except RecursionError as e:
-        raise FormatError(f"{path}: JSON nested too deeply to be a {what}") from e
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers of more than 4,300 digits
-        raise FormatError(f"{path}: not valid JSON ({e})") from e
 
 
 PYTHIA_SHAPES: dict[str, dict[str, int]] = {

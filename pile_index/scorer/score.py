@@ -35,6 +35,7 @@ import torch
 
 from ..atomic import atomic_path, write_bytes
 from ..errors import ConfigError, FormatError
+from ..sidecar import load_sidecar
 from .checkpoint import Checkpoint, DuplicateWeights, load_model, resolve_checkpoint, resolve_revisions
 from .metrics import (MEM_CONTINUATION, MEM_PREFIX, memorization_score, memorized_one_pass, row_means,
                       token_metrics)
@@ -241,10 +242,8 @@ class _Manifest:
     def __init__(self, folder: Path, job: dict):
         self.folder, self.path = folder, folder / "manifest.json"
         if self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text())
-            except ValueError as e:
-                raise FormatError(f"{self.path}: not valid JSON ({e}); delete {folder} to start over") from e
+            data = load_sidecar(self.path, {"version": int, "job": dict, "checkpoints": dict, "parts": dict},
+                                f"delete {folder} to start over")
             if data.get("job") != job:
                 old = data.get("job") or {}
                 diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))

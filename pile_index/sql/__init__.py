@@ -5,11 +5,11 @@
 - :mod:`.engine`: the SQL sandbox (``run_sql``), the exposed files and the ``row_pieces`` view.
 """
 
-from .docstore import DOCUMENT_SCHEMA, DocumentTable
+from .docstore import DOCUMENT_SCHEMA, DocumentTable, token_hashes
 from .documents import document_view, documents_for, public_metadata, store_tokenizer_path, tokenizer_for
-from .engine import check_sql, exposed_files, row_pieces_table, run_sql
+from .engine import SqlCancel, check_sql, exposed_files, row_pieces_table, run_sql
 
 __all__ = [
-    "DOCUMENT_SCHEMA", "DocumentTable", "check_sql", "document_view", "documents_for", "exposed_files",
-    "public_metadata", "row_pieces_table", "run_sql", "store_tokenizer_path", "tokenizer_for",
+    "DOCUMENT_SCHEMA", "DocumentTable", "SqlCancel", "check_sql", "document_view", "documents_for", "exposed_files",
+    "public_metadata", "row_pieces_table", "run_sql", "store_tokenizer_path", "token_hashes", "tokenizer_for",
 ]

@@ -2,20 +2,24 @@
 
 One row per item: ``doc_id`` (= item index), ``source_file``, ``source_line``, ``pile_set_name``,
 ``meta`` (JSON string), ``n_tokens``, ``n_bytes``, ``token_hash`` (64-bit hash of the item's token bytes).
-Connections are read-only in-memory DuckDB databases that scan the Parquet file.
+Connections are read-only in-memory DuckDB databases that scan the Parquet file. ``token_hash`` is defined
+here (:func:`token_hashes`), where the column is: ingest and attach write it, ``pile-index verify`` checks it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
-from ..errors import FormatError, NotFoundError
+from ..errors import ConfigError, FormatError, NotFoundError
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -31,25 +35,76 @@ DOCUMENT_SCHEMA = pa.schema(
 )
 
 
-class DocumentTable:
-    """Look-ups of document rows by ``doc_id``; thread-safe (one cursor per call)."""
+# The DuckDB type each column must have: what ingest and attach write (DOCUMENT_SCHEMA).
+COLUMN_TYPES = {"doc_id": "BIGINT", "source_file": "VARCHAR", "source_line": "BIGINT", "pile_set_name": "VARCHAR",
+                "meta": "VARCHAR", "n_tokens": "BIGINT", "n_bytes": "BIGINT", "token_hash": "UBIGINT"}
+_FIX = "the table is damaged or not this store's: rebuild it with `pile-index attach` (or `pile-index ingest`)"
 
-    def __init__(self, path: str | os.PathLike):
+
+def token_hashes(tokens: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``token_hash`` of each of ``len(sizes)`` consecutive items of the flat array ``tokens``: uint64, the
+    blake2b (8-byte digest) of the item's token bytes in the store dtype, little-endian, read as a uint64."""
+    arr = np.ascontiguousarray(tokens)
+    arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    bounds = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(sizes, dtype=np.int64), out=bounds[1:])
+    if bounds[-1] > arr.size:
+        raise ConfigError(f"sizes add up to {int(bounds[-1]):,} tokens but the array has {arr.size:,}")
+    buf = memoryview(arr).cast("B")
+    isz = arr.dtype.itemsize
+    out = np.empty(len(sizes), dtype=np.uint64)
+    blake = hashlib.blake2b
+    for i in range(len(sizes)):
+        out[i] = int.from_bytes(
+            blake(buf[int(bounds[i]) * isz : int(bounds[i + 1]) * isz], digest_size=8).digest(), "little"
+        )
+    return out
+
+
+class DocumentTable:
+    """Look-ups of document rows by ``doc_id``; thread-safe (one cursor per call).
+
+    Opening checks that the file is a readable Parquet file with every column of ``DOCUMENT_SCHEMA`` at its
+    type, and (given ``n_items``) one row per item of the store; a damaged file is a FormatError naming it."""
+
+    def __init__(self, path: str | os.PathLike, n_items: int | None = None):
         self.path = Path(path)
-        if not self.path.is_file():
+        if not os.path.lexists(self.path):
             raise NotFoundError(f"{self.path}: no documents table; build it with `pile-index ingest` or `attach`")
+        try:
+            st = self.path.stat()  # follows symlinks: a loop or a dangling link fails here
+        except OSError as e:
+            raise FormatError(f"{self.path}: cannot be read ({e.strerror or e}); {_FIX}") from e
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(f"{self.path}: expected a Parquet file, found a folder or special file; {_FIX}")
         self._con = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         try:
-            cols = {r[0] for r in self._con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(self.path)]).fetchall()}
+            described = self._con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(self.path)]).fetchall()
         except duckdb.Error as e:
-            raise FormatError(f"{self.path}: not a readable Parquet file ({e})") from e
-        missing = {f.name for f in DOCUMENT_SCHEMA} - cols
+            self._con.close()
+            raise FormatError(f"{self.path}: not a readable Parquet file ({_first_line(e)}); {_FIX}") from e
+        types = {r[0]: r[1] for r in described}
+        missing = [c for c in COLUMN_TYPES if c not in types]
         if missing:
-            raise FormatError(f"{self.path}: columns {sorted(missing)} are missing; expected {DOCUMENT_SCHEMA.names}")
-        with self._lock:
-            self._con.execute(f"CREATE VIEW documents AS SELECT * FROM read_parquet('{_sql_str(self.path)}')")
-            self.count = int(self._con.execute("SELECT count(*) FROM documents").fetchall()[0][0])
+            self._con.close()
+            raise FormatError(f"{self.path}: columns {missing} are missing; expected {DOCUMENT_SCHEMA.names}; {_FIX}")
+        wrong = [f"{c} is {types[c]}" for c, t in COLUMN_TYPES.items() if types[c] != t]
+        if wrong:
+            self._con.close()
+            want = ", ".join(f"{c} {t}" for c, t in COLUMN_TYPES.items())
+            raise FormatError(f"{self.path}: column types: {', '.join(wrong)}; expected {want}; {_FIX}")
+        try:
+            with self._lock:
+                self._con.execute(f"CREATE VIEW documents AS SELECT * FROM read_parquet('{_sql_str(self.path)}')")
+                self.count = int(self._con.execute("SELECT count(*) FROM documents").fetchall()[0][0])
+        except duckdb.Error as e:
+            self._con.close()
+            raise FormatError(f"{self.path}: not a readable Parquet file ({_first_line(e)}); {_FIX}") from e
+        if n_items is not None and self.count != n_items:
+            self._con.close()
+            raise FormatError(f"{self.path}: {self.count:,} rows, but the store has {n_items:,} items (one row per "
+                              f"item); {_FIX}")
 
     def rows(self, doc_ids: list[int]) -> dict[int, dict[str, Any]]:
         """doc_id -> row for every id present (missing ids are absent from the result)."""
@@ -57,9 +112,15 @@ class DocumentTable:
             return {}
         with self._lock:
             cur = self._con.cursor()
-        tbl = cur.sql(
-            "SELECT * FROM documents WHERE doc_id IN (SELECT unnest($ids::BIGINT[]))", params={"ids": list(map(int, doc_ids))}
-        ).to_arrow_table()
+        try:
+            tbl = cur.sql(
+                "SELECT * FROM documents WHERE doc_id IN (SELECT unnest($ids::BIGINT[]))",
+                params={"ids": list(map(int, doc_ids))},
+            ).to_arrow_table()
+        except duckdb.Error as e:  # a data page damaged past what opening reads
+            raise FormatError(f"{self.path}: cannot be read ({_first_line(e)}); {_FIX}") from e
+        finally:
+            cur.close()
         return {int(r["doc_id"]): r for r in tbl.to_pylist()}
 
     def row(self, doc_id: int) -> dict[str, Any]:
@@ -68,15 +129,32 @@ class DocumentTable:
             raise NotFoundError(f"doc_id {doc_id:,} is not in {self.path} ({self.count:,} documents)")
         return r
 
+    def columns(self, names: list[str], lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Columns ``names`` of the rows with lo <= doc_id < hi, ordered by doc_id, as numpy arrays (a null reads
+        as 0: use :meth:`rows` where nulls matter)."""
+        cols = ", ".join(f'"{n}"' for n in names if n in COLUMN_TYPES)
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            got = cur.execute(f"SELECT {cols} FROM documents WHERE doc_id >= ? AND doc_id < ? ORDER BY doc_id",
+                              [int(lo), int(hi)]).fetchnumpy()
+        except duckdb.Error as e:
+            raise FormatError(f"{self.path}: cannot be read ({_first_line(e)}); {_FIX}") from e
+        finally:
+            cur.close()
+        return {k: np.asarray(np.ma.filled(v, 0)) for k, v in got.items()}
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor on the connection that has the ``documents`` view."""
         with self._lock:
             return self._con.cursor()
 
     def close(self) -> None:
-        """Close the DuckDB connection (cursors taken from it close with it)."""
-        with self._lock:
-            self._con.close()
+        self._con.close()
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _sql_str(path: Path) -> str:

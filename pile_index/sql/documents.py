@@ -7,6 +7,7 @@ available without naming the tokenizer again.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ def tokenizer_for(store: TokenStore, name: str | None) -> Tokenizer | None:
 
 
 def documents_for(store: TokenStore) -> DocumentTable | None:
+    """The store's documents table, or None when there is none. Anything under its name (a damaged file, a
+    folder, a symlink loop or a dangling link) is opened and checked, so it is a FormatError, never None."""
     p = store.documents_path()
-    return DocumentTable(p) if p.is_file() else None
+    return DocumentTable(p, n_items=len(store)) if os.path.lexists(p) else None
 
 
 def public_metadata(row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from pile_index.format import TokenStore
 from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, query_tokens
 from pile_index.sql import documents_for, tokenizer_for
 
-from .order_options import add_order_options, open_order_from_args
+from .order_options import add_order_options, corpus_from_args, open_order_from_args
 from .output import add_json_flag, emit
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,11 @@ def cmd_locate(args: argparse.Namespace) -> int:
 def cmd_steps(args: argparse.Namespace) -> int:
     from pile_index.ngram import ngram_steps
 
-    store = TokenStore(args.prefix)
-    ids = _query(args, store)
-    order = open_order_from_args(args, args.prefix)
-    out = ngram_steps(NgramIndex(store), order, ids, documents=documents_for(store),
-                      bucket_steps=args.bucket_steps, max_occurrences=args.max_occurrences)
+    with corpus_from_args(args, args.prefix) as corpus:  # one store for the query, the order and the index
+        ids = _query(args, corpus.store)
+        order = corpus.order
+        out = ngram_steps(corpus.ngram, order, ids, documents=corpus.documents,
+                          bucket_steps=args.bucket_steps, max_occurrences=args.max_occurrences)
     emit(out, args.json)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from pile_index import Corpus
 from pile_index.format import TokenStore
 from pile_index.order import MAX_EPOCHS, PRESETS, Order, OrderConfig, open_order, order_config
 
@@ -42,3 +43,10 @@ def open_order_from_args(args: argparse.Namespace, prefixes: str | Sequence[str]
     cfg = order_config_from_args(args, n_items=len(store))
     return open_order(store, cfg, preshuffled=bool(getattr(args, "preshuffled", False)), build=build,
                       progress=progress, max_epochs=max_epochs)
+
+
+def corpus_from_args(args: argparse.Namespace, prefixes: str | Sequence[str]) -> Corpus:
+    """A :class:`Corpus` over PREFIX (one or several parts) whose order the options name; the options are
+    read when the order is first used (a preshuffled store's row count stands in for --num-samples)."""
+    return Corpus.open(prefixes, order=lambda store: order_config_from_args(args, n_items=len(store)),
+                       preshuffled=bool(getattr(args, "preshuffled", False)))

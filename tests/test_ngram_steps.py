@@ -179,6 +179,17 @@ def test_steps_and_sql_cli(tmp_path, capsys):
     assert res["rows"][0][0] == sum(len(order.spans(k)) for k in range(4))
 
 
+def test_steps_cli_opens_the_store_once(tmp_path, capsys, monkeypatch):
+    store, order, idx = make(tmp_path, [[5, 6, 7, 5, 6], [5, 6]], seq_length=3, num_samples=3, batch_size=1)
+    opened = []
+    real = TokenStore.__init__
+    monkeypatch.setattr(TokenStore, "__init__", lambda self, *a, **k: opened.append(1) or real(self, *a, **k))
+    opts = ["--seed", "1234", "--seq-length", "3", "--num-samples", "3", "--batch-size", "1"]
+    assert cli_main(["ngram", "steps", str(tmp_path / "s"), "--tokens", "5,6", *opts, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 3
+    assert len(opened) == 1  # every .idx validated once (before: twice, once for the index, once for the order)
+
+
 def test_long_documents_many_epochs_pair_only_the_rows_that_hold_them(tmp_path):
     # Documents far longer than a row, 4 epochs: each occurrence must pair only with the rows holding it
     # (at most 2 per epoch copy), found by search, not by expanding every row of its document.

@@ -19,18 +19,20 @@ PRINT_PROBLEMS = 20  # problem lines printed at the end of `ingest`; the report 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest",
-        help="tokenize Pile-style .jsonl/.jsonl.zst/.jsonl.gz into PREFIX.bin/.idx + PREFIX.documents.parquet",
-        description="Stream the inputs in the order given (a folder: its .jsonl, .jsonl.zst and .jsonl.gz files "
-        "sorted by name), tokenize as GPT-NeoX's preprocess_data does (empty texts skipped, one item per "
+        help="tokenize Pile-style .jsonl/.jsonl.zst/.jsonl.gz/.parquet into PREFIX.bin/.idx + "
+        "PREFIX.documents.parquet",
+        description="Stream the inputs in the order given (a folder: its .jsonl, .jsonl.zst, .jsonl.gz and .parquet "
+        "files sorted by name; Parquet is read a record batch at a time), tokenize as GPT-NeoX's preprocess_data does (empty texts skipped, one item per "
         "document), and write the store, its document table, PREFIX.tokenizer.json (a byte copy of --tokenizer) "
         "and PREFIX.ingest_report.json, all atomically. 0 documents is an error unless --allow-empty.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help=".jsonl, .jsonl.zst or .jsonl.gz files, or folders of them, in order")
+                   help=".jsonl, .jsonl.zst, .jsonl.gz or .parquet files, or folders of them, in order")
     p.add_argument("--tokenizer", required=True, help="tokenizer.json path or Hugging Face hub id")
     p.add_argument("--out", required=True, metavar="PREFIX", help="output prefix (writes PREFIX.bin, PREFIX.idx, ...)")
     p.add_argument("--append-eod", action="store_true", help="append <|endoftext|> to every document (GPT-NeoX --append-eod)")
-    p.add_argument("--text-key", default="text", help="JSON key of the text (default: text)")
+    p.add_argument("--text-key", default="text",
+                   help="JSON key of the text; for Parquet, the text column (default: text)")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of counting it")
     p.add_argument("--allow-empty", action="store_true",
                    help="write a store of 0 documents instead of exiting 2 when no line gives a document")

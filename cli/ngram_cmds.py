@@ -97,13 +97,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("attach", help="attach a documents table (source, pile_set_name, meta) to a store "
-                       "from its raw jsonl(.zst) inputs")
+                       "from its raw jsonl(.zst) or Parquet inputs")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
     p.add_argument("--from", dest="inputs", nargs="+", required=True, metavar="INPUT",
-                   help=".jsonl, .jsonl.zst or .jsonl.gz files, or folders of them (sorted by name)")
+                   help=".jsonl, .jsonl.zst, .jsonl.gz or .parquet files, or folders of them (sorted by name)")
     p.add_argument("--tokenizer", required=True, help="the tokenizer the store was made with (path or hub id)")
     p.add_argument("--append-eod", action="store_true", help="the store's items end with <|endoftext|>")
-    p.add_argument("--text-key", default="text", help="JSON key of the text (default: text)")
+    p.add_argument("--text-key", default="text",
+                   help="JSON key of the text; for Parquet, the text column (default: text)")
     p.add_argument("--min-match-fraction", type=float, default=MIN_MATCH_FRACTION,
                    help="write nothing and exit 2 unless this fraction of the smaller side (items or lines) "
                    f"matched (default: {MIN_MATCH_FRACTION})")

@@ -1,7 +1,7 @@
 """``attach``: give a store that has no metadata (Pythia's released idxmaps) its documents table.
 
-The raw Pile-style JSON lines are read and tokenized exactly as ``ingest`` does (same readers, same
-tokenizer call, optional ``<|endoftext|>``), each line's tokens are hashed with ``token_hash`` in the
+The raw Pile-style JSON lines (or Parquet rows) are read and tokenized exactly as ``ingest`` does (same
+readers, same tokenizer call, optional ``<|endoftext|>``), each line's tokens are hashed with ``token_hash`` in the
 store's dtype, and the lines are joined to the store's items in DuckDB on ``(token_hash, n_tokens)``.
 Every match is then confirmed token for token (a hash collision is counted, never trusted).
 
@@ -47,7 +47,7 @@ from pile_index.format import EOD_TOKEN, IndexedDatasetWriter, TokenStore, Token
 from pile_index.sql import DOCUMENT_SCHEMA
 
 from .pipeline import _encode_batch, token_hashes
-from .readers import LineReader, ParsedLine, ProblemLog, StreamError, expand_inputs, parse_block
+from .readers import ParsedLine, ProblemLog, expand_inputs, open_input
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,13 @@ class AttachConfig:
     prefixes: list[str]
     """The store (one or more PREFIX of PREFIX.bin/.idx); the table goes to the first PREFIX."""
     inputs: list[str]
-    """Raw .jsonl / .jsonl.zst / .jsonl.gz files or folders of them (sorted by name), in order."""
+    """Raw .jsonl / .jsonl.zst / .jsonl.gz / .parquet files or folders of them (sorted by name), in order."""
     tokenizer: str
     """tokenizer.json path or hub id: the one the store was made with."""
     append_eod: bool = False
     """Append <|endoftext|> to every line's tokens, as the store's ingest did (GPT-NeoX --append-eod)."""
     text_key: str = "text"
-    """JSON key of the text."""
+    """JSON key (Parquet: column) of the text."""
     batch_docs: int = 4096
     """Lines per tokenizer batch."""
     min_match_fraction: float = MIN_MATCH_FRACTION
@@ -82,8 +82,8 @@ class AttachConfig:
 
     def validate(self) -> None:
         if not self.inputs:
-            raise ConfigError("inputs: expected at least one --from .jsonl/.jsonl.zst/.jsonl.gz file or folder, "
-                              "found none")
+            raise ConfigError("inputs: expected at least one --from .jsonl/.jsonl.zst/.jsonl.gz/.parquet file or "
+                              "folder, found none")
         if self.batch_docs < 1:
             raise ConfigError(f"batch_docs: expected >= 1, found {self.batch_docs}")
         if not 0.0 <= self.min_match_fraction <= 1.0:
@@ -145,26 +145,21 @@ def _read_lines(cfg: AttachConfig, files: list[str], tok: Tokenizer, dtype: np.d
 
         for path in files:
             name = os.fspath(path)
-            r = LineReader(path)
+            r = open_input(path, cfg.text_key)
             counters = {"empty": 0}
             before = problems.total
             n_docs = 0
-            n_lines = 0
             pending: list[ParsedLine] = []
-            try:
-                for first, lines in r.blocks():
-                    n_lines = first + len(lines) - 1
-                    for d in parse_block(name, first, lines, cfg.text_key, problems, counters):
-                        pending.append(d)
-                        if len(pending) >= cfg.batch_docs:
-                            flush(name, pending)
-                            n_docs += len(pending)
-                            pending = []
-            except StreamError as e:
-                problems.add(name, r.stream_error_line, e.reason, e.detail)
+            for docs in r.documents(problems, counters):
+                for d in docs:
+                    pending.append(d)
+                    if len(pending) >= cfg.batch_docs:
+                        flush(name, pending)
+                        n_docs += len(pending)
+                        pending = []
             flush(name, pending)
             n_docs += len(pending)
-            per_file.append({"file": name, "lines": n_lines, "documents": n_docs, "empty": counters["empty"],
+            per_file.append({"file": name, "lines": r.lines, "documents": n_docs, "empty": counters["empty"],
                              "problems": problems.total - before})
     if bar is not None:
         bar.close()
@@ -266,7 +261,7 @@ def attach(cfg: AttachConfig, tokenizer: Tokenizer | None = None) -> dict[str, A
     tok = tok_file.tokenizer
     inputs = expand_inputs(cfg.inputs, what="--from")  # NotFoundError before any work
     for p in inputs.files:
-        LineReader(p)  # the kind of every file is checked before any work
+        open_input(p, cfg.text_key)  # the kind of every file (and a Parquet file's columns) before any work
     prefix = store.prefix
     out_path = store.documents_path()
     problems = ProblemLog()

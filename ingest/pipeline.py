@@ -1,4 +1,4 @@
-"""The ingest job: Pile-style JSON lines -> ``PREFIX.bin/.idx`` + ``PREFIX.documents.parquet``.
+"""The ingest job: Pile-style JSON lines or Parquet -> ``PREFIX.bin/.idx`` + ``PREFIX.documents.parquet``.
 
 Semantics are GPT-NeoX v1.0 ``tools/preprocess_data.py`` with the ``HFTokenizer``: inputs are read in the
 order given, empty texts are skipped before tokenizing (so item index != line number), each remaining
@@ -9,7 +9,8 @@ entries, else int32 (the MMIDIDX code table has no uint32, so GPT-NeoX writes in
 Speed on few cores comes from overlap, not from more processes (token lists are never moved between
 processes). Three stages joined by bounded queues, in order:
 
-1. reader thread: decompress (zstandard/zlib release the GIL), split lines, ``json.loads``, batch;
+1. reader thread: decompress (zstandard/zlib release the GIL), split lines, ``json.loads`` (or decode a
+   Parquet record batch), batch;
 2. calling thread: ``Tokenizer.encode_batch_fast`` (Rust, rayon over the batch, GIL released; same ids
    as ``encode``, without character offsets);
 3. writer thread: ids -> one numpy array per batch, ``.bin`` writes, token hashes, document rows.
@@ -51,7 +52,7 @@ from pile_index.format import (IndexedDatasetWriter, TokenizerFile, best_fitting
                                read_tokenizer, strip_prefix)
 from pile_index.sql import DOCUMENT_SCHEMA
 
-from .readers import KeyTally, LineReader, ParsedLine, ProblemLog, Reason, StreamError, expand_inputs, parse_block
+from .readers import KeyTally, ParsedLine, ProblemLog, Reason, expand_inputs, open_input
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class IngestConfig:
     """Options of one ingest run."""
 
     inputs: list[str]
-    """Input files (.jsonl, .jsonl.zst, .jsonl.gz) or folders of them (sorted by name), read in this order."""
+    """Input files (.jsonl, .jsonl.zst, .jsonl.gz, .parquet) or folders of them (sorted by name), in this order."""
     out: str
     """Output PREFIX: writes PREFIX.bin, .idx, .documents.parquet, .tokenizer.json, .ingest_report.json."""
     tokenizer: str
@@ -80,7 +81,7 @@ class IngestConfig:
     append_eod: bool = False
     """Append <|endoftext|> to every document (GPT-NeoX --append-eod)."""
     text_key: str = "text"
-    """JSON key of the text (GPT-NeoX --jsonl-keys, one key)."""
+    """JSON key (Parquet: column) of the text (GPT-NeoX --jsonl-keys, one key)."""
     strict: bool = False
     """Stop at the first problem line instead of counting and skipping it."""
     allow_empty: bool = False
@@ -96,7 +97,8 @@ class IngestConfig:
 
     def validate(self) -> None:
         if not self.inputs:
-            raise ConfigError("inputs: expected at least one .jsonl/.jsonl.zst/.jsonl.gz file or folder, found none")
+            raise ConfigError("inputs: expected at least one .jsonl/.jsonl.zst/.jsonl.gz/.parquet file or folder, "
+                              "found none")
         if not self.text_key:
             raise ConfigError("text_key: expected a JSON key such as 'text', found an empty string")
         for name in ("batch_bytes", "batch_docs", "queue_batches"):
@@ -182,7 +184,7 @@ def ingest(
     dtype = best_fitting_dtype(vocab)
     eod = eod_id(tok) if cfg.append_eod else None
     inputs = expand_inputs(cfg.inputs)  # NotFoundError before any output exists
-    readers = [LineReader(p) for p in inputs.files]
+    readers = [open_input(p, cfg.text_key) for p in inputs.files]  # kinds and Parquet columns checked here
     total_in = sum(r.path.stat().st_size for r in readers)
 
     problems = ProblemLog(strict=cfg.strict)
@@ -203,18 +205,15 @@ def ingest(
             before = problems.total
             pending: list[ParsedLine] = []
             pending_bytes = 0
-            try:
-                for first, lines in r.blocks():
-                    stats["lines"] = first + len(lines) - 1
-                    for d in parse_block(name, first, lines, cfg.text_key, problems, counters, keys):
-                        pending.append(d)
-                        pending_bytes += d.n_bytes
-                        if pending_bytes >= cfg.batch_bytes or len(pending) >= cfg.batch_docs:
-                            stats["documents"] += len(pending)
-                            to_tok.put(_Batch(name, pending, done_bytes + r.compressed_read))
-                            pending, pending_bytes = [], 0
-            except StreamError as e:
-                problems.add(name, r.stream_error_line, e.reason, e.detail)
+            for docs in r.documents(problems, counters, keys):
+                stats["lines"] = r.lines
+                for d in docs:
+                    pending.append(d)
+                    pending_bytes += d.n_bytes
+                    if pending_bytes >= cfg.batch_bytes or len(pending) >= cfg.batch_docs:
+                        stats["documents"] += len(pending)
+                        to_tok.put(_Batch(name, pending, done_bytes + r.compressed_read))
+                        pending, pending_bytes = [], 0
             if pending:
                 stats["documents"] += len(pending)
                 to_tok.put(_Batch(name, pending, done_bytes + r.compressed_read))

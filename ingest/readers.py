@@ -1,4 +1,4 @@
-"""Streaming readers for Pile-style JSON lines: ``.jsonl``, ``.jsonl.zst`` and ``.jsonl.gz``.
+"""Streaming readers for Pile-style inputs: JSON lines (``.jsonl``, ``.jsonl.zst``, ``.jsonl.gz``) and Parquet.
 
 Each input is read in fixed-size compressed chunks and split into lines, so memory is bounded by the chunk
 size plus the longest line, never by the file.
@@ -20,8 +20,14 @@ Parsing follows lm_dataformat's ``handle_jsonl``: a line holding a JSON object g
 would crash (bad JSON, a missing key, invalid UTF-8) or silently read a truncated zstd stream as if it
 ended there, we count the line under a named reason with its ``file:line`` and go on: no silent drops.
 
-A folder given as an input stands for its ``.jsonl``, ``.jsonl.zst`` and ``.jsonl.gz`` files in sorted
-name order, as lm_dataformat lists a folder (``sorted(os.listdir(...))``, not recursive).
+A folder given as an input stands for its ``.jsonl``, ``.jsonl.zst``, ``.jsonl.gz`` and ``.parquet`` files in
+sorted name order, as lm_dataformat lists a folder (``sorted(os.listdir(...))``, not recursive).
+
+A ``.parquet`` file (the Pile's text on the hub today: ``EleutherAI/the_pile_deduplicated``, a ``text`` column
+only) is read row group by row group, a record batch at a time (``ParquetReader``): ``text_key`` names the
+text column, an optional ``meta`` column is a JSON string or a struct, and each row becomes the ``ParsedLine``
+the same record gives as a JSON line, with ``line`` = the 1-based row number in the file. A missing text column is an error naming the
+columns found; a null or non-string value is a counted problem at ``file:row``.
 
 zstd is decoded frame by frame with ``zstandard``'s decompressobj, because its ``stream_reader`` returns
 end-of-file on a truncated frame without an error (checked with zstandard 0.25).
@@ -38,11 +44,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import zstandard
 
-from pile_index.errors import ConfigError, NotFoundError
+from pile_index.errors import ConfigError, FormatError, NotFoundError
 
 CHUNK_BYTES = 1 << 20  # compressed bytes read per step
+PARQUET_BATCH_ROWS = 1024  # Parquet rows decoded per step (the Pile's documents average ~5 kB: ~5 MB a batch)
 MAX_LISTED = 1000  # problem lines kept per reason in the report; all are counted
 _BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
 _SKIPPABLE_FIRST = (_BOM, b"\x1e")  # jsonlines drops one of these from the start of each line
@@ -124,7 +133,7 @@ class StreamError(Exception):
         self.detail = detail
 
 
-FOLDER_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz")  # the files a folder input stands for
+FOLDER_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".parquet")  # the files a folder input stands for
 
 
 @dataclass
@@ -174,7 +183,7 @@ def compression_of(path: str | os.PathLike) -> str:
         return "gz"
     if name.endswith((".jsonl", ".json")):
         return ""
-    raise ConfigError(f"input {name}: unknown kind; expected a .jsonl, .jsonl.zst or .jsonl.gz file")
+    raise ConfigError(f"input {name}: unknown kind; expected a .jsonl, .jsonl.zst, .jsonl.gz or .parquet file")
 
 
 def _decompressed_chunks(f, chunk_bytes: int, new_decompressor, error: type[Exception], name: str,
@@ -231,14 +240,27 @@ class LineReader:
     raised with ``stream_error_line`` set to the line where the damage starts.
     """
 
-    def __init__(self, path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
+    def __init__(self, path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, text_key: str = "text"):
         self.path = Path(path)
         if not self.path.is_file():
             raise NotFoundError(f"input {self.path}: no such file or folder")
         self.kind = compression_of(self.path)
         self.chunk_bytes = chunk_bytes
+        self.text_key = text_key
         self.compressed_read = 0
         self.stream_error_line = 0
+        self.lines = 0  # lines read so far
+
+    def documents(self, problems: ProblemLog, counters: dict[str, int],
+                  keys: KeyTally | None = None) -> Iterator[list[ParsedLine]]:
+        """The documents of each block (``parse_block``); a truncated or corrupt stream is a problem line."""
+        name = os.fspath(self.path)
+        try:
+            for first, lines in self.blocks():
+                self.lines = first + len(lines) - 1
+                yield parse_block(name, first, lines, self.text_key, problems, counters, keys)
+        except StreamError as e:
+            problems.add(name, self.stream_error_line, e.reason, e.detail)
 
     def blocks(self) -> Iterator[tuple[int, list[bytes]]]:
         with open(self.path, "rb") as raw:
@@ -389,19 +411,24 @@ def parse_block(
         except UnicodeEncodeError as e:
             problems.add(file, line, Reason.INVALID_UNICODE, f"character {e.start:,}: {e.reason}")
             continue
-        psn = None
-        meta_json = None
-        if meta is not None:
-            if isinstance(meta, dict):
-                v = meta.get("pile_set_name")
-                psn = v if isinstance(v, str) and _encodable(v) else None
-            try:
-                meta_json = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
-                meta_json.encode("utf-8")
-            except UnicodeEncodeError:
-                meta_json = json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
-        out.append(ParsedLine(line, text, n_bytes, psn, meta_json))
+        out.append(ParsedLine(line, text, n_bytes, *_meta_fields(meta)))
     return out
+
+
+def _meta_fields(meta: Any) -> tuple[str | None, str | None]:
+    """``(pile_set_name, meta JSON)`` of a record's parsed ``meta`` value (None: no meta)."""
+    if meta is None:
+        return None, None
+    psn = None
+    if isinstance(meta, dict):
+        v = meta.get("pile_set_name")
+        psn = v if isinstance(v, str) and _encodable(v) else None
+    try:
+        meta_json = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+        meta_json.encode("utf-8")
+    except UnicodeEncodeError:
+        meta_json = json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
+    return psn, meta_json
 
 
 def _encodable(s: str) -> bool:
@@ -410,3 +437,146 @@ def _encodable(s: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _json_type(t: pa.DataType) -> bool:
+    """Values of ``t`` come out of ``to_pylist`` as JSON values (null, bool, number, string, list, object)."""
+    if pa.types.is_null(t) or pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t):
+        return True
+    if _is_string(t):
+        return True
+    if _is_list(t):
+        return _json_type(t.value_type)
+    if pa.types.is_struct(t):
+        return all(_json_type(t.field(i).type) for i in range(t.num_fields))
+    return False  # maps (pairs, not objects), binary, dates, decimals, ...
+
+
+def _columns_found(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name} ({f.type})" for f in schema) or "none"
+
+
+class ParquetReader:
+    """Iterates the documents of one ``.parquet`` file, ``batch_rows`` rows at a time.
+
+    Only the text column and ``meta`` are read, row group by row group and ``batch_rows`` rows at a time
+    (``ParquetFile.iter_batches``), so memory is bounded by a row group's two columns, never by the file.
+    ``line`` is the 1-based row number. The schema is checked when the reader is made: a missing text
+    column, or a column that cannot hold text or meta, is an error before any output exists.
+    """
+
+    META = "meta"
+
+    def __init__(self, path: str | os.PathLike, text_key: str = "text", batch_rows: int = PARQUET_BATCH_ROWS):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise NotFoundError(f"input {self.path}: no such file or folder")
+        self.text_key = text_key
+        self.batch_rows = batch_rows
+        self.compressed_read = 0  # file bytes, in proportion to the rows read (for progress bars)
+        self.lines = 0  # rows read so far
+        try:
+            with pq.ParquetFile(self.path) as pf:
+                schema = pf.schema_arrow
+                self.num_rows = pf.metadata.num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise FormatError(f"input {self.path}: not a readable Parquet file ({e}); pass a .parquet file "
+                              f"written by pyarrow, datasets or another Parquet writer") from e
+        if text_key not in schema.names:
+            raise ConfigError(f"input {self.path}: no column {text_key!r}; the columns are "
+                              f"{_columns_found(schema)}: pass --text-key with the column that holds the text")
+        self.text_type = schema.field(text_key).type
+        self.columns = [text_key]
+        self.meta_is_json_text = False
+        if self.META in schema.names and text_key != self.META:
+            t = schema.field(self.META).type
+            if not (_is_string(t) or (pa.types.is_struct(t) and _json_type(t))):
+                raise ConfigError(f"input {self.path}: column 'meta' is a Parquet {t} column; expected a JSON "
+                                  f"string or a struct of JSON values (strings, numbers, booleans, lists, "
+                                  f"structs): rewrite or drop the column")
+            self.meta_is_json_text = _is_string(t)
+            self.columns.append(self.META)
+
+    def documents(self, problems: ProblemLog, counters: dict[str, int],
+                  keys: KeyTally | None = None) -> Iterator[list[ParsedLine]]:
+        """The documents of each record batch; a row group that cannot be read is a ``corrupt_stream`` problem
+        at its first row, and the rows before it are kept (as for a damaged zstd stream)."""
+        name = os.fspath(self.path)
+        size = self.path.stat().st_size
+        try:
+            with pq.ParquetFile(self.path) as pf:
+                for group in range(pf.num_row_groups):  # one row group at a time: damage is placed in its group
+                    for batch in pf.iter_batches(batch_size=self.batch_rows, row_groups=[group],
+                                                 columns=self.columns, use_threads=False):
+                        out = self._parse(name, self.lines + 1, batch, problems, counters)
+                        self.lines += batch.num_rows
+                        self.compressed_read = size * self.lines // max(self.num_rows, 1)
+                        yield out
+        except (OSError, pa.ArrowException) as e:
+            problems.add(name, self.lines + 1, Reason.CORRUPT_STREAM, f"parquet: {e}")
+
+    def _parse(self, name: str, first: int, batch: pa.RecordBatch, problems: ProblemLog,
+               counters: dict[str, int]) -> list[ParsedLine]:
+        key = self.text_key
+        texts = _pylist(batch.column(0))
+        metas = _pylist(batch.column(1)) if len(self.columns) > 1 else [None] * batch.num_rows
+        out: list[ParsedLine] = []
+        for k, (text, meta) in enumerate(zip(texts, metas)):
+            line = first + k
+            if isinstance(text, UnicodeDecodeError) or isinstance(meta, UnicodeDecodeError):
+                e = text if isinstance(text, UnicodeDecodeError) else meta
+                problems.add(name, line, Reason.INVALID_UTF8, f"byte {e.start:,}: {e.reason}")
+                continue
+            if isinstance(text, list) and all(isinstance(t, str) for t in text):
+                text = "\n\n".join(text)  # lm_dataformat autojoin_paragraphs, as for JSON lines
+            if not isinstance(text, str):
+                what = "null" if text is None else f"a {self.text_type} value"
+                problems.add(name, line, Reason.TEXT_NOT_STRING, f"{key!r} is {what}, expected a string")
+                continue
+            if not text:
+                counters["empty"] += 1
+                continue
+            if isinstance(meta, str) and self.meta_is_json_text:
+                try:
+                    meta = json.loads(meta)
+                except ValueError as e:
+                    problems.add(name, line, Reason.MALFORMED_JSON, f"column 'meta': {e}")
+                    continue
+            out.append(ParsedLine(line, text, len(text.encode("utf-8")), *_meta_fields(meta)))
+        return out
+
+
+def _pylist(col: pa.Array) -> list[Any]:
+    """``col.to_pylist()``; a value whose bytes are not UTF-8 (Parquet writers need not check) becomes its
+    ``UnicodeDecodeError``, so one bad row is one problem row."""
+    try:
+        return col.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    out: list[Any] = []
+    for i in range(len(col)):
+        try:
+            out.append(col[i].as_py())
+        except UnicodeDecodeError as e:
+            out.append(e)
+    return out
+
+
+def is_parquet(path: str | os.PathLike) -> bool:
+    return os.fspath(path).endswith(".parquet")
+
+
+def open_input(path: str | os.PathLike, text_key: str = "text") -> LineReader | ParquetReader:
+    """The reader for one input file, by its name; both give ``documents(problems, counters, keys)``,
+    ``lines`` and ``compressed_read``. Checks the kind (and a Parquet file's columns) before any work."""
+    if is_parquet(path):
+        return ParquetReader(path, text_key)
+    return LineReader(path, text_key=text_key)

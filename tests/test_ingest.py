@@ -474,10 +474,10 @@ def test_folder_input_sorted_and_listed(tmp_path, small_tok_path, capsys):
 
     bare = tmp_path / "bare"
     bare.mkdir()
-    (bare / "x.parquet").write_bytes(b"PAR1")
+    (bare / "x.csv").write_bytes(b"a,b")
     assert main(["ingest", str(bare), "--tokenizer", str(small_tok_path), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
-    assert "bare: a folder with no .jsonl, .jsonl.zst, .jsonl.gz files (it holds x.parquet)" in err
+    assert "bare: a folder with no .jsonl, .jsonl.zst, .jsonl.gz, .parquet files (it holds x.csv)" in err
     assert not list(tmp_path.glob("b.*"))
 
 

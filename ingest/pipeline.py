@@ -47,10 +47,9 @@ from tokenizers import Tokenizer
 from pile_index.atomic import atomic_path, write_bytes
 from pile_index.digests import record_digest
 from pile_index.errors import ConfigError
-from pile_index.sql import DOCUMENT_SCHEMA, token_hashes
 from pile_index.format import (IndexedDatasetWriter, TokenizerFile, best_fitting_dtype, eod_id, index_file_path,
                                read_tokenizer, strip_prefix)
-from pile_index.sql import DOCUMENT_SCHEMA
+from pile_index.sql import DOCUMENT_SCHEMA, token_hashes
 
 from .readers import KeyTally, ParsedLine, ProblemLog, Reason, expand_inputs, open_input
 

@@ -38,6 +38,8 @@ def claim_folder(folder: Path, job: dict[str, Any], *, job_name: str = "job.json
     shown = folder if shown is None else shown
     job_file = folder / job_name
     tail = f"; {fix}" if fix else ""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{shown}: is a file, not a folder{tail or '; pass a folder'}")
     if restart and folder.exists():
         log.info("restart: deleting %s", folder)
         shutil.rmtree(folder)

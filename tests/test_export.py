@@ -118,6 +118,9 @@ def test_export_preshuffled_refusals(raw, capsys, tmp_path):
     rc, _, err = run(capsys, "export", "preshuffled", prefix, *OPTS, "--out", out, "--steps", "0:3")
     assert rc == 2 and "already exist and are not this export" in err and str(out) in err
     assert len(IndexedDataset(out)) == 8  # untouched
+    (tmp_path / "stray.bin").write_bytes(b"")  # a file of something else under OUT's name
+    rc, _, err = run(capsys, "export", "preshuffled", prefix, *OPTS, "--out", tmp_path / "stray")
+    assert rc == 2 and "stray.bin already exist" in err and (tmp_path / "stray.bin").read_bytes() == b""
     rc, _, err = run(capsys, "export", "preshuffled", prefix, *OPTS, "--out", prefix)
     assert rc == 2 and "is the store being read" in err
     last = open_order(prefix, CFG).num_samples // 4
@@ -188,3 +191,55 @@ def test_dataset_rows_table_carries_input_ids(raw):
     assert table.schema.field("input_ids").type == pa.list_(pa.uint16())
     assert table["input_ids"].to_pylist() == order.rows(np.array([2, 9, 96])).tolist()
     assert table["sample_index"].to_pylist() == [2, 9, 96]
+
+
+def _killed_at(event: int, argv: list) -> None:
+    """Run the CLI in a child that SIGKILLs itself at its ``event``-th atomic-write event."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pile_index.atomic import KILL_AT_ENV
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), KILL_AT_ENV: str(event)}
+    proc = subprocess.run([sys.executable, "-m", "cli.main", *map(str, argv)], cwd=root, env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def test_export_preshuffled_killed_between_bin_and_idx_resumes(raw, tmp_path, capsys):
+    """Events: job record 1-3, .bin 4-6 (6: renamed), .idx 7-9, job record marked complete 10-12."""
+    folder, prefix = raw
+    argv = ["export", "preshuffled", prefix, *OPTS, "--no-progress", "--json"]
+    _killed_at(6, [*argv, "--out", tmp_path / "killed"])
+    assert (tmp_path / "killed.bin").is_file() and not (tmp_path / "killed.idx").exists()
+    rc, text, _ = run(capsys, *argv, "--out", tmp_path / "killed")
+    assert rc == 0 and json.loads(text)["skipped"] is False
+    assert run(capsys, *argv, "--out", tmp_path / "whole")[0] == 0
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / f"killed{ext}").read_bytes() == (tmp_path / f"whole{ext}").read_bytes()
+
+
+def test_export_parquet_killed_mid_file_resumes_to_the_same_bytes(raw, tmp_path, capsys):
+    """SIGKILL at the 8th atomic-write event (job record: 1-3, file 0: 4-6, file 1's temp complete: 8), then rerun."""
+    folder, prefix = raw
+    argv = ["export", "parquet", prefix, *OPTS, "--rows-per-file", 30, "--no-progress"]
+    _killed_at(8, [*argv, "--out", tmp_path / "killed"])
+    finals = sorted(p.name for p in (tmp_path / "killed").iterdir() if ".tmp-" not in p.name)
+    assert finals == [".export.json", "train-00000-of-00004.parquet"]  # nothing half-written under a final name
+    assert run(capsys, *argv, "--out", tmp_path / "killed")[0] == 0
+    assert run(capsys, *argv, "--out", tmp_path / "whole")[0] == 0
+    names = [f"train-{i:05d}-of-00004.parquet" for i in range(4)]
+    assert [(tmp_path / "killed" / n).read_bytes() for n in names] == [(tmp_path / "whole" / n).read_bytes()
+                                                                      for n in names]
+
+
+def test_export_parquet_loads_with_hf_datasets(raw, tmp_path, capsys, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    folder, prefix = raw
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert run(capsys, "export", "parquet", prefix, *OPTS, "--out", tmp_path / "pq", "--rows-per-file", 30)[0] == 0
+    ds = datasets.load_dataset("parquet", data_dir=str(tmp_path / "pq"), split="train", cache_dir=str(tmp_path / "c"))
+    assert ds["uid"] == list(range(100)) and ds[7]["input_ids"] == open_order(prefix, CFG).row(7).tolist()

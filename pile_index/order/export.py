@@ -12,8 +12,9 @@ Preshuffled (``export_preshuffled``): item j of ``OUT.bin/.idx`` is sample index
 (so with A = 0, item k = training row k), ``seq_length + 1`` tokens in the store's dtype, each item its
 own document (``doc_idx = 0, 1, ..., n``): the bytes GPT-NeoX's ``MMapIndexedDatasetBuilder`` writes when fed
 the rows with ``add_item`` + ``end_document``, the layout of Pythia's preshuffled stores
-(docs/FORMATS.md, "Preshuffled rows"). ``OUT.export.json`` records what was exported; a rerun of the same
-export finds it and writes nothing, and files of anything else under ``OUT`` are refused, never replaced.
+(docs/FORMATS.md, "Preshuffled rows"). ``OUT.export.json`` is written first (claiming ``OUT``) and again,
+marked complete, after the ``.idx``: a rerun of a finished export writes nothing, a rerun of an interrupted
+one writes it again, and files under ``OUT`` that are not this export's are refused, never replaced.
 
 Parquet (``export_parquet``): ``OUT/train-IIIII-of-NNNNN.parquet``, ``rows_per_file`` rows each (default 1,000
 steps), sorted names in training order, columns ``uid`` (= sample index), ``step``, ``slot``, ``batch_idx``
@@ -102,6 +103,11 @@ def _record(order: Any, lo: int, hi: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ preshuffled
 
 
+def _write_job(path: Path, job: dict[str, Any], record: dict[str, Any], complete: bool) -> None:
+    write_bytes(path, (json.dumps({"job": job, "record": record, "complete": complete}, sort_keys=True, indent=1)
+                       + "\n").encode())
+
+
 def export_preshuffled(order: Any, out: str | os.PathLike, steps: tuple[int, int] | None = None,
                        progress: bool = True) -> dict[str, Any]:
     """Write the rows of ``steps`` as a preshuffled store ``out.bin/.idx`` (module docstring); returns its record."""
@@ -122,11 +128,14 @@ def export_preshuffled(order: Any, out: str | os.PathLike, steps: tuple[int, int
                 old = read_json(job_path)
             except FormatError:
                 old = None
-        if isinstance(old, dict) and old.get("job") == job and all(p.is_file() for p in paths.values()):
+        if not (isinstance(old, dict) and old.get("job") == job):
+            raise ConfigError(f"out {prefix}: {', '.join(str(p) for p in existing)} already exist and are not this "
+                              f"export; delete them or pass another prefix")
+        if old.get("complete") is True and all(p.is_file() for p in paths.values()):
             log.info("%s: already exported (%s); nothing to do", prefix, job_path)
             return {**record, "skipped": True, "seconds": round(time.perf_counter() - t0, 3)}
-        raise ConfigError(f"out {prefix}: {', '.join(str(p) for p in existing)} already exist and are not this "
-                          f"export; delete them or pass another prefix")
+        log.info("%s: an earlier run of this export did not finish; writing it again", prefix)
+    _write_job(job_path, job, record, complete=False)  # claims OUT before its files appear
     bs = int(order.batch_size)
     k0, k1 = lo * bs, hi * bs
     chunk = _chunk_rows(order)
@@ -139,7 +148,7 @@ def export_preshuffled(order: Any, out: str | os.PathLike, steps: tuple[int, int
                 bar.update(c1 - c0)
     finally:
         bar.close()
-    write_bytes(job_path, (json.dumps({"job": job, "record": record}, sort_keys=True, indent=1) + "\n").encode())
+    _write_job(job_path, job, record, complete=True)
     return {**record, "skipped": False, "seconds": round(time.perf_counter() - t0, 3)}
 
 

@@ -17,9 +17,13 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
+from pile_index.order import OrderOptions
+
 from .main import main as cli_main
+from .order_options import order_argv
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,8 +92,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     one_epoch = (info["tokens"] - 1) // L
     num_samples = int(one_epoch * 1.5)
     train_steps = min(int(one_epoch * 1.3) // B, num_samples // B - 2)
-    order = ["--seed", "1234", "--seq-length", str(L), "--num-samples", str(num_samples), "--batch-size", str(B),
-             "--train-steps", str(train_steps)]
+    order_opts = OrderOptions(seed=1234, seq_length=L, num_samples=num_samples, batch_size=B, train_steps=train_steps)
+    order = order_argv(order_opts)
     print("\n== 3. the exact GPT-NeoX v1.0 training order (doc_idx, sample_idx, shuffle_idx + inverse files)")
     _json(["order", "build", prefix, *order, "--json"])
     _json(["order", "stats", prefix, *order, "--json"])
@@ -124,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ds = out / "dataset"
     # The replayed model trained on steps 0 .. steps-1 only: those rows are the treated ones, and every row from
     # there on is a never-trained control. Lesci et al.'s cohorts: R batches per cohort, S rows per batch.
-    replayed = [*order[:-1], str(args.steps)]
+    replayed = order_argv(replace(order_opts, train_steps=args.steps))
     res = _json(["dataset", "build", prefix, *replayed, "--model", str(ckpts), "--revisions", f"pythia:{args.steps}",
                  "--select", "cohort", "--cohort-steps", str(max(1, args.steps // 4)), "--batches-per-cohort", "4",
                  "--rows-per-batch", "4", "--control-rows", "32", "--offline", "--out", str(ds), "--json"])
@@ -133,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"control's): {eff.get('mean_effect'):+.4f} nats/token over {eff.get('n_rows')} rows; plots: {res['plots']}")
 
     print("\n== 8. the HTTP API on loopback (the same answers over HTTP)")
-    _serve_and_query(prefix, order, ds)
+    _serve_and_query(prefix, order_opts, ds)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Serve it yourself with:\n"
           f"  pile-index serve {prefix} {' '.join(order)} --dataset {ds}   # then open http://127.0.0.1:8000/ (explorer; API at /docs)")
     if args.serve:
@@ -141,18 +145,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_and_query(prefix: str, order: list[str], ds: Path) -> None:
+def _serve_and_query(prefix: str, order: OrderOptions, ds: Path) -> None:
     import uvicorn
 
     from api.main import create_app
-    from api.settings import Settings
+    from api.settings import Settings, order_settings
 
-    opts = dict(zip(order[::2], order[1::2]))
-    settings = Settings(
-        prefixes=[prefix], seed=int(opts["--seed"]), seq_length=int(opts["--seq-length"]),
-        num_samples=int(opts["--num-samples"]), batch_size=int(opts["--batch-size"]),
-        train_steps=int(opts["--train-steps"]), datasets=[str(ds)], tokenizer=f"{prefix}.tokenizer.json",
-    )
+    settings = Settings(prefixes=[prefix], datasets=[str(ds)], tokenizer=f"{prefix}.tokenizer.json",
+                        **order_settings(order))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning"))

@@ -6,10 +6,10 @@ import argparse
 import logging
 import math
 import re
-from dataclasses import fields
 
 from pile_index.errors import ConfigError
 from pile_index.format import TokenStore, corpus_info
+from pile_index.settings import SETTINGS
 from pile_index.sql import document_view, documents_for, tokenizer_for
 
 from .order_options import add_order_options, order_options_from_args
@@ -68,10 +68,8 @@ def cmd_doc(args: argparse.Namespace) -> int:
 
 
 def limit_settings() -> dict[str, type]:
-    """The settings ``--setting`` may change (the numeric limits) -> their type."""
-    from api.settings import Settings
-
-    return {f.name: type(f.default) for f in fields(Settings) if type(f.default) in (int, float)}
+    """The settings ``--setting`` may change (the core's table of limits) -> their type."""
+    return {s.name: type(s.default) for s in SETTINGS}
 
 
 def parse_setting(name: str, value: str) -> int | float:

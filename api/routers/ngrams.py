@@ -8,8 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, StrictInt
 
 from pile_index import Corpus
-from pile_index.errors import LimitError, QueryError
-from pile_index.ngram import ngram_steps
+from pile_index.ngram import locate_page, ngram_steps
 
 from ..deps import CorpusDep, SettingsDep
 from ..params import ASCII_INT, MAX_INT, Text, query_ids
@@ -66,20 +65,8 @@ def _count(corpus: Corpus, settings: Settings, tokens, text) -> NgramCount:
 
 
 def _locate(corpus: Corpus, settings: Settings, tokens, text, offset: int, limit: int | None) -> NgramLocate:
-    cap = settings.max_locate_page
-    limit = min(100, cap) if limit is None else limit
-    if limit > cap:
-        raise LimitError(f"limit={limit:,} exceeds max_locate_page={cap:,}; page with offset", "max_locate_page")
-    if offset < 0 or limit < 0:
-        raise QueryError(f"offset={offset:,} and limit={limit:,} must be >= 0")
     ids = query_ids(corpus, settings, tokens, text)
-    idx = corpus.ngram
-    count = idx.count(ids)
-    doc, off = idx.locate(ids, offset=offset, limit=limit)
-    nxt = offset + int(doc.size)
-    return NgramLocate(tokens=ids.tolist(), count=count, offset=offset, limit=limit,
-                       occurrences=[Occurrence(doc_id=int(d), offset=int(o)) for d, o in zip(doc, off)],
-                       next_offset=nxt if nxt < count else None)
+    return NgramLocate(**locate_page(corpus.ngram, ids, offset, limit, settings.max_locate_page))
 
 
 def _steps(corpus: Corpus, settings: Settings, tokens, text, bucket_steps: int | None) -> NgramSteps:

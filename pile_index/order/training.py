@@ -40,7 +40,7 @@ from numba.extending import intrinsic
 from ..atomic import save_npy
 from ..digests import ensure_digests
 from ..sql.documents import public_metadata
-from ..errors import ConfigError, FormatError, NotFoundError, QueryError
+from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
 from .index_maps import (
     MAX_EPOCHS,
     IndexMaps,
@@ -651,9 +651,12 @@ class TrainingOrder(_OrderBase):
             raise NotFoundError(f"doc_id {bad:,} is out of range; the store has documents 0..{self.n_docs - 1:,}")
         return ids
 
-    def doc_rows(self, doc_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
+    def doc_rows(self, doc_ids: np.ndarray, limit: int | None = None,
+                 max_occurrences: int | None = None) -> dict[str, np.ndarray]:
         """Every row (sample index < limit, default all usable samples) holding tokens of each document:
-        equal-length int64 arrays doc_id, sample_index, doc_start, doc_end, grouped by input document."""
+        equal-length int64 arrays doc_id, sample_index, doc_start, doc_end, grouped by input document.
+        LimitError ``max_occurrences`` (None: no bound) when there are more rows than that: counted first,
+        refused before any is written out."""
         ids = self._check_docs(doc_ids)
         positions, inverse = self._load_inverse()
         limit = self.num_samples if limit is None else int(limit)
@@ -663,13 +666,19 @@ class TrainingOrder(_OrderBase):
         code, index, n = _doc_rows_kernel(*args, empty, empty, empty, empty, False)
         if code:
             raise self._map_error(code, index)
+        if max_occurrences is not None and n > max_occurrences:
+            what = f"document {int(ids[0]):,}" if ids.size == 1 else f"{ids.size:,} documents"
+            raise LimitError(f"{what} sits in {n:,} rows; max_occurrences={int(max_occurrences):,}",
+                             "max_occurrences")
         out = {key: np.empty(n, np.int64) for key in ("doc_id", "sample_index", "doc_start", "doc_end")}
         _doc_rows_kernel(*args, out["doc_id"], out["sample_index"], out["doc_start"], out["doc_end"], True)
         return out
 
-    def doc_steps(self, doc_id: int) -> dict[str, Any]:
-        """Every trained row (sample index < train_steps * batch_size) holding tokens of ``doc_id``."""
-        r = self.doc_rows(np.array([int(doc_id)], dtype=np.int64), limit=self.trained_samples)
+    def doc_steps(self, doc_id: int, max_occurrences: int | None = None) -> dict[str, Any]:
+        """Every trained row (sample index < train_steps * batch_size) holding tokens of ``doc_id``; at most
+        ``max_occurrences`` of them (None: no bound; LimitError before they are expanded)."""
+        r = self.doc_rows(np.array([int(doc_id)], dtype=np.int64), limit=self.trained_samples,
+                          max_occurrences=max_occurrences)
         order = np.argsort(r["sample_index"], kind="stable")
         occ = []
         for i in order:

@@ -69,7 +69,7 @@ class DatasetConfig:
 
     def validate(self) -> None:
         if not self.revisions:
-            raise ConfigError("dataset.revisions is empty; pass --revisions pythia or a list like step0,step1000")
+            raise ConfigError("dataset.revisions is empty; pass `revisions` pythia or a list like step0,step1000")
         if self.chunk_rows < 1 or self.batch_rows < 1:
             raise ConfigError(f"dataset.chunk_rows={self.chunk_rows}, batch_rows={self.batch_rows}: expected >= 1")
         for r in self.revisions:
@@ -378,7 +378,7 @@ def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | Non
     try:
         import ray
     except ImportError as e:
-        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
     started = False
     if not ray.is_initialized():
         if address == "local":

@@ -598,7 +598,7 @@ def _build_shards_on_ray(store: TokenStore, todo: list, folder: Path, n_shards: 
     try:
         import ray
     except ImportError as e:
-        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
     started = not ray.is_initialized()
     if started:
         if address == "local":
@@ -858,7 +858,7 @@ def query_tokens(
                              f"text must be valid Unicode") from None
         if tokenizer is None:
             raise ConfigError(
-                "a text query needs the store's tokenizer: pass --tokenizer PATH_OR_HUB_ID "
+                "a text query needs the store's tokenizer: pass `tokenizer` PATH_OR_HUB_ID "
                 "(or keep PREFIX.tokenizer.json beside the store)"
             )
         ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)

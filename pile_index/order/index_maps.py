@@ -131,7 +131,7 @@ def order_config(
     """
     if preshuffled_items is not None and preset is None:
         if seq_length is None:
-            raise ConfigError("a preshuffled store needs --seq-length (or --preset pythia): rows have seq_length + 1 tokens")
+            raise ConfigError("a preshuffled store needs `seq_length` (or `preset` pythia): rows have seq_length + 1 tokens")
         seed = 0 if seed is None else seed
         num_samples = max(1, preshuffled_items) if num_samples is None else num_samples
     given = dict(seed=seed, seq_length=seq_length, num_samples=num_samples, name=name, batch_size=batch_size,
@@ -143,8 +143,8 @@ def order_config(
         return replace(PRESETS[preset], **given)
     missing = [k for k in ("seed", "seq_length", "num_samples") if k not in given]
     if missing:
-        opts = ", ".join("--" + m.replace("_", "-") for m in missing)
-        raise ConfigError(f"the training order needs {opts} (or --preset {'|'.join(PRESETS)})")
+        opts = ", ".join(f"`{m}`" for m in missing)
+        raise ConfigError(f"the training order needs {opts} (or `preset` {'|'.join(PRESETS)})")
     return OrderConfig(**given)
 
 

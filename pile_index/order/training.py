@@ -446,7 +446,7 @@ class _OrderBase:
         if self.trained_samples > self.num_samples:
             raise ConfigError(
                 f"train_steps {self.train_steps:,} x batch_size {cfg.batch_size:,} = {self.trained_samples:,} rows, "
-                f"but the order has {self.num_samples:,} {what}; pass --train-steps <= "
+                f"but the order has {self.num_samples:,} {what}; pass `train_steps` <= "
                 f"{self.num_samples // cfg.batch_size:,}"
             )
 
@@ -472,7 +472,7 @@ class _OrderBase:
         to_step = step if to_step is None else to_step
         step, to_step = int(step), int(to_step)
         if to_step < step:
-            raise QueryError(f"--to {to_step:,} is before step {step:,}; expected to >= step")
+            raise QueryError(f"`to` {to_step:,} is before step {step:,}; expected `to` >= step")
         first = self.sample_index(step, 0)
         last = self.sample_index(to_step, self.batch_size - 1)
         return first, last + 1
@@ -750,7 +750,7 @@ class PreshuffledOrder(_OrderBase):
             if int(sizes[k]) != width:
                 raise FormatError(
                     f"{store.prefix}: item {k:,} has {int(sizes[k]):,} tokens; a preshuffled store for seq_length "
-                    f"{cfg.seq_length:,} has {width:,} per item. Check --seq-length or drop --preshuffled"
+                    f"{cfg.seq_length:,} has {width:,} per item. Check `seq_length` or drop `preshuffled`"
                 )
         self._set_train_steps(cfg, self.num_samples // cfg.batch_size, "rows in the preshuffled store")
 

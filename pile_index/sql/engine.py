@@ -629,7 +629,7 @@ def row_pieces_table(order: Any, step_lo: int, step_hi: int, bucket_steps: int |
     rows (default: the setting max_view_rows, 16.8M rows, ~1 GB of pieces), checked before anything is read."""
     if getattr(order, "preshuffled", False) or not hasattr(order, "maps"):
         raise ConfigError("the training-row views need document identity: open the raw store with its index "
-                          "maps (order options without --preshuffled)")
+                          "maps (order options without `preshuffled`)")
     bs = int(order.batch_size)
     last_step = int(order.num_samples) // bs
     if not 0 <= step_lo < step_hi <= last_step:

@@ -27,6 +27,8 @@ class Settings:
     max_document_tokens: int = field(default=100_000, metadata={"help": "tokens one document response returns"})
     max_tokens_per_query: int = field(default=4096, metadata={"help": "tokens in one n-gram query"})
     max_text_chars: int = field(default=100_000, metadata={"help": "characters of text in one query"})
+    max_queries_per_request: int = field(default=10_000, metadata={"help": "n-grams one batch count request "
+                                         "(or queries file) may hold"})
     max_locate_page: int = field(default=1000, metadata={"help": "occurrences per locate page"})
     max_occurrences: int = field(default=100_000, metadata={"help": "occurrences one steps query may expand"})
     explorer_max_chart_rows: int = field(default=1 << 20, metadata={"help": "training rows the explorer's "

@@ -157,3 +157,45 @@ def test_row_duplicates_equal_brute_force(tmp_path):
     assert all(w >= 1 for w, t in zip(want, trained) if t and w is not None)
     assert max(w for w in want if w is not None) >= 3  # copies and epochs give real duplicates
     assert None in want  # some rows' tokens [32:64) cross a document boundary
+
+
+def test_cli_count_file_and_trace(corpus, tmp_path, capsys):
+    import json
+
+    from cli.main import main
+
+    docs, idx = corpus
+    queries = [[1, 2, 3], [0], [1, 2, 3], [9], [3, 1, 2, 3, 1, 2]]
+    path = tmp_path / "queries.txt"
+    path.write_text("".join(",".join(map(str, q)) + "\n" for q in queries), encoding="utf-8")
+    assert main(["ngram", "count", *idx.store.prefixes, "--file", str(path), "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines == [{"count": len(brute(docs, q)), "tokens": q} for q in queries]
+    path.write_text("1,2\nsome text\n", encoding="utf-8")  # a text line and no tokenizer: one error line
+    assert main(["ngram", "count", *idx.store.prefixes, "--file", str(path)]) == 2
+    assert "tokenizer" in capsys.readouterr().err
+
+    passage = [5, 3, 1, 2, 3, 1, 2, 3, 1, 2, 0, 0, 1, 5]
+    assert main(["ngram", "trace", *idx.store.prefixes, "--tokens", ",".join(map(str, passage)), "--min-tokens", "2",
+                 "--occurrences", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == idx.trace(passage, min_tokens=2, occurrences=1)
+    assert main(["ngram", "trace", *idx.store.prefixes, "--tokens", "1,2,3", "--min-tokens", "2"]) == 0
+    assert "maximal spans" in capsys.readouterr().out
+
+
+def test_cli_count_file_text_lines(tmp_path, real_tokenizer_path, capsys):
+    import json
+
+    from cli.main import main
+    from pile_index.format.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(real_tokenizer_path))
+    texts = ["the cat sat on the mat", "a dog", "the cat"]
+    docs = [np.asarray(tok.encode(t).ids, dtype=np.uint16) for t in texts]
+    store = make_store(tmp_path, docs)
+    build_index(store)
+    path = tmp_path / "q.txt"
+    path.write_text("the cat\n" + ",".join(map(str, docs[1])) + "\nzebra\n", encoding="utf-8")
+    assert main(["ngram", "count", store.prefix, "--file", str(path), "--tokenizer", str(real_tokenizer_path)]) == 0
+    got = [json.loads(x)["count"] for x in capsys.readouterr().out.splitlines()]
+    assert got == [2, 1, 0]

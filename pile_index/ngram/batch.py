@@ -132,18 +132,27 @@ def count_many(index: NgramIndex, queries: Sequence[Sequence[int]] | np.ndarray)
     return counts
 
 
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read().splitlines()
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such queries file; pass a file with one query per line") from e
+    except UnicodeDecodeError as e:
+        raise QueryError(f"{path}: byte {e.start:,} is not valid UTF-8; the queries file must be UTF-8 text") from e
+
+
+def has_text_lines(path: str) -> bool:
+    """Whether any line of the queries file is text (so reading it needs a tokenizer)."""
+    return any(line.strip() and not _IDS_LINE.fullmatch(line) for line in _read_lines(path))
+
+
 def read_queries_file(path: str, tokenizer: Any = None, max_tokens: int | None = None,
                       max_text_chars: int | None = None, max_queries: int | None = None) -> list[np.ndarray]:
     """The queries of a file, one per line: comma-separated token ids (``12092,13,309``) or text (encoded with
     ``tokenizer``). A line is ids when it is ASCII digits and commas only; blank lines are errors (each line is
     one answer, in order). Each query is checked as a single one is (:func:`~.index.query_tokens`)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: no such queries file; pass a file with one query per line") from e
-    except UnicodeDecodeError as e:
-        raise QueryError(f"{path}: byte {e.start:,} is not valid UTF-8; the queries file must be UTF-8 text") from e
+    lines = _read_lines(path)
     if max_queries is not None and len(lines) > max_queries:
         raise LimitError(f"{path}: {len(lines):,} queries; the limit is max_queries_per_request={max_queries:,}",
                          "max_queries_per_request")

@@ -3,7 +3,7 @@
 It builds a Pile-style corpus from the Python standard library (sources as "Github", docstrings as
 "StdlibDocs"), trains a GPT-NeoX-style byte-level BPE on it (or uses ``--tokenizer``), then runs the same
 commands a user would, printing each before it runs: ingest, info, order build and stats, a training row
-with its source documents, a document's steps, n-gram count and steps, SQL, a replayed checkpoint series,
+with its source documents, a document's steps, n-gram count, steps, a batch count and a trace, SQL, a replayed checkpoint series,
 scoring, the memorization / influence dataset with its plots, and finally the HTTP API on loopback.
 """
 
@@ -61,6 +61,39 @@ def _json(argv: list[str]) -> dict:
     return out
 
 
+def _json_lines(argv: list[str]) -> list[dict]:
+    """Run a command that prints JSON lines; print the first few."""
+    import contextlib
+    import io
+
+    print(f"\n$ pile-index {' '.join(shlex.quote(a) for a in argv)}", flush=True)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli_main(argv)
+    if rc != 0:
+        raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
+    lines = buf.getvalue().splitlines()
+    for line in lines[:4]:
+        print(line if len(line) <= 300 else line[:300] + " ...")
+    return [json.loads(x) for x in lines]
+
+
+def _passage(prefix: str, doc: int) -> tuple[str, list[int]]:
+    """A passage a model might write (a training document's opening, a phrase the corpus lacks, another
+    document's lines) and that document's first 4 token ids."""
+    from tokenizers import Tokenizer
+
+    from pile_index.format import TokenStore
+
+    store = TokenStore(prefix)
+    tok = Tokenizer.from_file(f"{prefix}.tokenizer.json")
+    first = store.get(doc, 0, min(48, int(store.sizes[doc]))).tolist()
+    other = (doc + 7) % len(store)
+    n = int(store.sizes[other])
+    second = store.get(other, min(20, n // 2), min(48, n - min(20, n // 2))).tolist()
+    return tok.decode(first) + " zqxj vrrk wibble " + tok.decode(second), first[:4]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,6 +138,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _run(["ngram", "build", prefix, "--no-progress"])
     _json(["ngram", "count", prefix, "--text", " def __init__(self", "--json"])
     _json(["ngram", "steps", prefix, *order, "--text", " def __init__(self", "--json"])
+    passage, first_ids = _passage(prefix, doc)
+    queries = out / "queries.txt"
+    queries.write_text(" def __init__(self\n return None\n import os\n" + ",".join(map(str, first_ids)) + "\n",
+                       encoding="utf-8")
+    _json_lines(["ngram", "count", prefix, "--file", str(queries), "--json"])  # a batch: one JSON line per query
+    _json(["ngram", "trace", prefix, *order, "--text", passage, "--occurrences", "2", "--json"])
     _json(["sql", prefix, "SELECT pile_set_name, count(*) AS docs, sum(n_tokens) AS tokens FROM documents "
            "GROUP BY ALL ORDER BY tokens DESC", "--json"])
 

@@ -1,10 +1,11 @@
-"""``pile-index ngram build|count|locate|steps``, ``pile-index sql`` and ``pile-index attach``."""
+"""``pile-index ngram build|count|locate|steps|trace``, ``pile-index sql`` and ``pile-index attach``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from ingest.attach import MIN_MATCH_FRACTION
 from pile_index.errors import ConfigError
 from pile_index.format import TokenStore
 from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, locate_page, query_tokens
+from pile_index.ngram.trace import DEFAULT_MIN_TOKENS, DEFAULT_OCCURRENCES
 from pile_index.settings import default
 from pile_index.sql import documents_for, tokenizer_for
 
@@ -44,11 +46,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_build)
 
-    p = nsub.add_parser("count", help="exact count of an n-gram inside documents (overlaps count)")
+    p = nsub.add_parser("count", help="exact count of an n-gram inside documents (overlaps count); --file: many")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
-    _add_query(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--tokens", help="the n-gram as comma-separated token ids, e.g. 12092,13,309")
+    g.add_argument("--text", help="the n-gram as text, encoded with the store's tokenizer")
+    g.add_argument("--file", metavar="QUERIES", help="one query per line (comma-separated ids, or text); prints "
+                   f"one JSON line per query, in order (at most {default('max_queries_per_request'):,} queries)")
+    p.add_argument("--tokenizer", help="tokenizer.json or hub id for text (default: PREFIX.tokenizer.json)")
     add_json_flag(p)
     p.set_defaults(func=cmd_count)
+
+    p = nsub.add_parser("trace", help="the passage's maximal spans that occur in the store, with counts, "
+                        "occurrences and (with order options) first/last training step")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    _add_query(p)
+    p.add_argument("--min-tokens", type=int, default=DEFAULT_MIN_TOKENS,
+                   help=f"drop spans shorter than this (default {DEFAULT_MIN_TOKENS}, as OLMoTrace)")
+    p.add_argument("--max-count", type=int, help="drop spans occurring more often than this (default: keep all)")
+    p.add_argument("--occurrences", type=int, default=DEFAULT_OCCURRENCES,
+                   help=f"occurrences listed per span (default {DEFAULT_OCCURRENCES}, at most {default('max_locate_page'):,})")
+    add_order_options(p)
+    p.add_argument("--max-occurrences", type=int, default=default("max_occurrences"),
+                   help=f"spans with more occurrences get no steps (default {default('max_occurrences'):,})")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_trace)
 
     p = nsub.add_parser("locate", help="where an n-gram occurs: (doc_id, offset), paginated")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
@@ -135,8 +157,48 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_count(args: argparse.Namespace) -> int:
     store = TokenStore(args.prefix)
-    ids = _query(args, store)
-    emit({"count": NgramIndex(store).count(ids), "tokens": ids.tolist()}, args.json)
+    if args.file is None:
+        ids = _query(args, store)
+        emit({"count": NgramIndex(store).count(ids), "tokens": ids.tolist()}, args.json)
+        return 0
+    from pile_index.ngram.batch import has_text_lines, read_queries_file
+
+    tok = tokenizer_for(store, args.tokenizer) if has_text_lines(args.file) else None
+    queries = read_queries_file(args.file, tokenizer=tok, max_tokens=default("max_tokens_per_query"),
+                                max_text_chars=default("max_text_chars"), max_queries=default("max_queries_per_request"))
+    counts = NgramIndex(store).count_many(queries)
+    out = sys.stdout
+    for q, c in zip(queries, counts.tolist()):  # JSON lines, one per query, in the file's order
+        out.write(json.dumps({"count": c, "tokens": q.tolist()}) + "\n")
+    return 0
+
+
+def _has_order_options(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k) is not None for k in ("preset", "seed", "seq_length", "num_samples")) or args.preshuffled
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from pile_index import Corpus
+    from pile_index.ngram.trace import trace
+
+    if not 0 <= args.occurrences <= default("max_locate_page"):
+        raise LimitError(f"--occurrences {args.occurrences:,}: expected 0..{default('max_locate_page'):,} "
+                         f"(max_locate_page)", "max_locate_page")
+    with (corpus_from_args(args, args.prefix) if _has_order_options(args) else Corpus.open(args.prefix)) as corpus:
+        ids = _query(args, corpus.store)
+        tok = tokenizer_for(corpus.store, args.tokenizer)  # decodes each span's text when the store has one
+        out = trace(corpus.ngram, ids, order=corpus.order if corpus.has_order else None,
+                    documents=corpus.documents, tokenizer=tok, min_tokens=args.min_tokens, max_count=args.max_count,
+                    occurrences=args.occurrences, max_occurrences=args.max_occurrences)
+    if args.json:
+        emit(out, True)
+        return 0
+    print(f"{out['n_tokens']:,} tokens: {out['maximal_spans']:,} maximal spans, {len(out['spans']):,} kept "
+          f"({out['dropped_short']:,} shorter than {out['min_tokens']}, {out['dropped_frequent']:,} over max_count)")
+    for sp in out["spans"]:
+        steps = f" steps {sp['first_step']}..{sp['last_step']}" if sp["steps_computed"] else ""
+        what = repr(sp["text"]) if sp["text"] is not None else ",".join(map(str, sp["tokens"]))
+        print(f"[{sp['start']}:{sp['end']}) count {sp['count']:,}{steps}: {what[:120]}")
     return 0
 
 

@@ -25,7 +25,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_document_tokens", 100_000, "tokens of one `/v1/documents` page"),
     Setting("max_tokens_per_query", 4096, "tokens of an n-gram query"),
     Setting("max_text_chars", 100_000, "characters of a text query"),
-    Setting("max_locate_page", 1000, "occurrences per locate page"),
+    Setting("max_locate_page", 1000, "occurrences per locate page (and per span of a trace)"),
+    Setting("max_queries_per_request", 10_000, "n-grams of one batch count (`POST /v1/ngrams/count` `queries`, "
+                                              "`ngram count --file`)"),
     Setting("max_occurrences", 100_000, "occurrences a steps query (n-gram or document) expands"),
     Setting("max_view_rows", 1 << 24, "training rows one `row_pieces` table expands (SQL with steps A:B)"),
     Setting("sql_max_rows", 10_000, "rows an SQL answer returns before `truncated`"),

@@ -822,6 +822,20 @@ class NgramIndex:
                     f"`pile-index verify` and rebuild it with `pile-index ngram build`")
         return doc, off
 
+    # -- batch queries and trace live in their own modules (batch.py, trace.py); these are their entry points --
+
+    def count_many(self, queries: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+        """Exact counts of many n-grams (int64, order kept), each equal to :meth:`count`; see :mod:`.batch`."""
+        from .batch import count_many
+
+        return count_many(self, queries)
+
+    def trace(self, ids: Sequence[int] | np.ndarray, **options: Any) -> dict[str, Any]:
+        """The maximal spans of ``ids`` that occur in the index, with counts (options: see :func:`.trace.trace`)."""
+        from .trace import trace
+
+        return trace(self, ids, **options)
+
 
 def positions_to_documents(store: TokenStore, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Store token positions -> (item, offset in item). Empty items never hold a position."""

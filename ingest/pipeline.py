@@ -297,10 +297,10 @@ def _empty_error(cfg: IngestConfig, per_file: list[dict[str, Any]], problems: Pr
         listed = sorted(keys.keys, key=lambda k: (-keys.keys[k], k))[:8]
         hint = f"; the objects in the first lines have no {cfg.text_key!r} key but {listed}"
         if (k := keys.suggestion()) is not None:
-            hint += f": did you mean --text-key {k}?"
+            hint += f": did you mean `text_key` {k}?"
     return EmptyIngestError(
         f"0 documents from {len(per_file):,} input file{'s' if len(per_file) != 1 else ''} ({why}); nothing was "
-        f"written{hint} (--allow-empty writes an empty store)"
+        f"written{hint} (`allow_empty` writes an empty store)"
     )
 
 

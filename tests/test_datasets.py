@@ -56,12 +56,13 @@ def test_dataset_measures_a_treatment_effect(world):
     res = build_dataset(order, documents, _cfg(ckpts), tmp / "out", progress=False)
     assert res["rows"] == 36 and res["treated"] == 24 and res["control"] == 12 and res["revisions"] == 7
     ds = pq.read_table(tmp / "out" / "dataset.parquet").to_pylist()
-    assert len(ds) == 36 * 7
+    assert len(ds) == 36 * 7 and "input_ids" not in ds[0]  # rows.parquet holds it once, not per checkpoint
     rows = pq.read_table(tmp / "out" / "rows.parquet").to_pylist()
     assert [r["train_index"] for r in rows] == list(range(36))
     for r in rows:
         assert r["index"] == r["sample_index"] == r["step"] * B + r["slot"]
         np.testing.assert_array_equal(r["tokens"], order.row(r["sample_index"])[:64])
+        assert r["input_ids"] == order.row(r["sample_index"]).tolist()  # the whole row, for attribution tools
         if r["group"] == "treated":
             assert r["step"] < STEPS and r["treatment_step"] > r["step"] >= r["before_step"]
             assert sum(r["doc_tokens"]) == L + 1 and set(r["pile_set_names"]) <= {"Github", "ArXiv", "Pile-CC"}
@@ -181,6 +182,29 @@ def test_ngram_selection_picks_rows_holding_the_ngram(world, capsys):
     for s in treated:  # every chosen row holds the n-gram (brute force over the row)
         row = order.row(s).tolist()
         assert any(row[i : i + 4] == gram for i in range(len(row) - 3))
+
+
+def test_duplicates_column_equals_brute_force(world, capsys):
+    from test_ngram_batch_trace import brute_duplicates, row_pieces
+
+    from cli.main import main
+    from pile_index.ngram import build_index
+
+    order, _, ckpts, tmp = world
+    build_index(order.store, progress=False)
+    out = tmp / "dup_ds"
+    assert main(["dataset", "build", order.store.prefix, "--seed", "1234", "--seq-length", str(L), "--num-samples",
+                 str(order.cfg.num_samples), "--batch-size", str(B), "--train-steps", str(STEPS), "--model", str(ckpts),
+                 "--revisions", "step32", "--rows", "12", "--control-rows", "4", "--duplicates", "--offline",
+                 "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    rows = pq.read_table(out / "rows.parquet").to_pylist()
+    trained_pieces = [row_pieces(order, r) for r in range(STEPS * B)]
+    assert [r["num_duplicates"] for r in rows] == [brute_duplicates(order, trained_pieces, r["sample_index"])
+                                                   for r in rows]
+    assert res["num_duplicates_null_rows"] == sum(r["num_duplicates"] is None for r in rows)
+    assert all(r["num_duplicates"] >= 1 for r in rows if r["group"] == "treated" and r["num_duplicates"] is not None)
+    assert "num_duplicates" in pq.read_schema(out / "dataset.parquet").names
 
 
 # ------------------------------------------------------------------ revisions first; resume and restart

@@ -224,6 +224,22 @@ def ngram(request: Request, tokens: str | None, text: str | None, offset: int, l
     return {"count": count, "steps": steps, "steps_note": steps_note, "locate": page, "text": text_shown}
 
 
+def trace(request: Request, text: str | None, tokens: str | None, min_tokens: int) -> dict[str, Any]:
+    """``/v1/ngrams/trace`` of a passage, plus the passage cut into segments at every span boundary (each
+    segment's text and the spans covering it), for highlighting."""
+    corpus, settings = corpus_of(request), settings_of(request)
+    res = answer(ngram_routes.get_trace(corpus, settings, tokens=tokens, text=text, min_tokens=min_tokens,
+                                        max_count=None, occurrences=1))
+    ids, spans = res["tokens"], res["spans"]
+    cuts = sorted({0, len(ids), *(s["start"] for s in spans), *(s["end"] for s in spans)})
+    dec = (lambda t: corpus.tokenizer.decode(t, skip_special_tokens=False)) if corpus.tokenizer is not None else \
+        (lambda t: " ".join(map(str, t)) + " ")
+    segments = [{"start": a, "end": b, "text": dec(ids[a:b]),
+                 "spans": [i for i, s in enumerate(spans) if s["start"] <= a and b <= s["end"]]}
+                for a, b in zip(cuts[:-1], cuts[1:])]
+    return {"trace": res, "segments": segments}
+
+
 # -- datasets
 
 

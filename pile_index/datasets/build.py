@@ -6,10 +6,15 @@ them at every checkpoint (:mod:`pile_index.scorer`), and writes, under ``OUT/``:
 - ``rows.parquet``: one row per training row: contiguous ``train_index``, ``sample_index`` (= ``index`` of
   EleutherAI's pythia-memorized-evals), ``step``, ``slot``, ``group`` (treated / control), ``cohort``,
   ``treatment_step`` (first checkpoint after the row's step), ``before_step`` (last checkpoint not yet
-  trained on it), source ``doc_ids`` / ``doc_tokens`` / ``pile_set_names`` and the first 64 ``tokens``;
+  trained on it), source ``doc_ids`` / ``doc_tokens`` / ``pile_set_names``, the first 64 ``tokens`` and the
+  whole row as ``input_ids`` (seq_length + 1 ids, list<uint16> or list<int32> as in ``pile-index export
+  parquet``), so the rows feed TRAK / Kronfluence / LogIX / dattri without another join; with
+  ``duplicates``, ``num_duplicates``: the trained rows holding the row's tokens [32:64) whole
+  (:mod:`pile_index.ngram.duplicates`; null where those tokens cross a document boundary);
 - ``checkpoints.parquet``: revision, its step, resolved commit sha, weight hashes, duplicates;
-- ``dataset.parquet``: rows x checkpoints with ``loss``, ``entropy``, ``accuracy``, ``memorized``,
-  ``memorization_score`` and the checkpoint record;
+- ``dataset.parquet``: rows x checkpoints (every rows column but ``input_ids``, which would repeat per
+  checkpoint) with ``loss``, ``entropy``, ``accuracy``, ``memorized``, ``memorization_score`` and the
+  checkpoint record;
 - ``summary/*.parquet`` and ``plots/*.png`` (:mod:`pile_index.datasets.summary`).
 
 Every revision is resolved before the first is scored (:func:`~pile_index.scorer.checkpoint.resolve_revisions`):
@@ -30,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,10 +47,12 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_path, write_bytes
 from ..sql.docstore import DocumentTable
-from ..errors import ConfigError, FormatError, PileIndexError
+from ..errors import ConfigError, PileIndexError
+from ..jobs import claim_folder
+from ..order.export import input_ids_array
 from .schedule import before_steps, revision_step, treatment_steps
 from .selection import SelectionConfig, Strategy, select_rows
-from ..sidecar import load_sidecar, optional, read_json
+from ..sidecar import load_sidecar, optional
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
@@ -66,10 +72,11 @@ class DatasetConfig:
     memorization_score: bool = True  # run Biderman et al.'s greedy 32-token decoding
     ban_eod: bool = False  # forbid token 0 while decoding, as their minimum-length setting did
     allow_download: bool = True  # download missing revisions from the hub when online
+    duplicates: bool = False  # add num_duplicates to rows.parquet (needs the store's n-gram index)
 
     def validate(self) -> None:
         if not self.revisions:
-            raise ConfigError("dataset.revisions is empty; pass --revisions pythia or a list like step0,step1000")
+            raise ConfigError("dataset.revisions is empty; pass `revisions` pythia or a list like step0,step1000")
         if self.chunk_rows < 1 or self.batch_rows < 1:
             raise ConfigError(f"dataset.chunk_rows={self.chunk_rows}, batch_rows={self.batch_rows}: expected >= 1")
         for r in self.revisions:
@@ -152,6 +159,7 @@ def build_rows_table(order, documents: DocumentTable | None, treated: np.ndarray
         "doc_tokens": pa.array(doc_tokens, pa.list_(pa.int64())),
         "pile_set_names": pa.array(names, pa.list_(pa.string())),
         "tokens": pa.array(first.tolist(), pa.list_(pa.int64())),
+        "input_ids": input_ids_array(rows),
     })
     return table, rows
 
@@ -235,32 +243,13 @@ def _with_next_step(e: PileIndexError, next_step: str, text: str) -> PileIndexEr
 
 
 def _open_parts(parts: Path, job: dict[str, Any], out: Path, restart: bool) -> None:
-    """Make ``parts`` hold parts of ``job`` only: refuse parts of another job (naming what differs), or, with
-    ``restart``, delete them first."""
-    job_file = parts / "job.json"
+    """Make ``parts`` hold parts of ``job`` only (:func:`~pile_index.jobs.claim_folder`): parts of another job
+    are refused, naming what differs, or, with ``restart``, deleted first."""
     fix = "restart=True deletes them and starts over, or use another out folder"
-    if restart and parts.exists():
-        log.info("restart: deleting %s", parts)
-        shutil.rmtree(parts)
-    if parts.is_dir() and any(parts.iterdir()):
-        try:
-            old = read_json(job_file) if job_file.is_file() else None
-        except FormatError:
-            old = None
-        if not isinstance(old, dict):
-            raise _with_next_step(FormatError(
-                f"{parts}: holds files but no readable job.json (not parts of a dataset build, or damaged)"),
-                "restart", fix)
-        if not isinstance(old.get("job"), dict):
-            raise _with_next_step(ConfigError(
-                f"{out}: holds parts in the layout of an earlier pile-index version (parts named by position)"),
-                "restart", fix)
-        if old["job"] != job:
-            diff = sorted(k for k in set(old["job"]) | set(job) if old["job"].get(k) != job.get(k))
-            raise _with_next_step(ConfigError(
-                f"{out}: holds parts of a different dataset (differs in: {', '.join(diff)})"), "restart", fix)
-    parts.mkdir(parents=True, exist_ok=True)
-    write_bytes(job_file, (json.dumps({"job": job}, sort_keys=True, indent=1) + "\n").encode())
+    try:
+        claim_folder(parts, job, restart=restart, what="dataset", units="parts", shown=out)
+    except PileIndexError as e:
+        raise _with_next_step(e, "restart", fix) from None
 
 
 def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, out_dir: str | os.PathLike, *,
@@ -287,6 +276,9 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     ck_steps = [revision_step(r) for r in cfg.revisions]
     rows_tbl, rows = build_rows_table(order, documents, treated, control, ck_steps, sel.cohort_steps)
     ks = rows_tbl["sample_index"].to_numpy()
+    undefined = None
+    if cfg.duplicates:
+        rows_tbl, undefined = _with_duplicates(order, rows_tbl, ks, rows)
     if not ((rows_tbl["before_step"].to_numpy() >= 0) & (rows_tbl["treatment_step"].to_numpy() >= 0)).any():
         log.warning("no treated row lies between two of the %d checkpoints: the dataset will hold losses but no "
                     "treatment effect", len(set(ck_steps)))
@@ -351,7 +343,7 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     con.register("ck_t", ck_tbl)
     con.register("scores_t", pa.concat_tables(pq.read_table(part_path[t]) for t in tasks))
     joined = con.sql(
-        "SELECT r.*, c.checkpoint_step, s.revision, c.model, c.commit_sha, c.weights_sha256, c.duplicate_of, "
+        "SELECT r.* EXCLUDE (input_ids), c.checkpoint_step, s.revision, c.model, c.commit_sha, c.weights_sha256, c.duplicate_of, "
         "s.loss, s.entropy, s.accuracy, s.memorized, s.memorization_score "
         "FROM scores_t s JOIN rows_t r USING (train_index) JOIN ck_t c USING (revision) "
         "ORDER BY r.train_index, c.checkpoint_step"
@@ -370,7 +362,22 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
         "treatment_effect": None if unavailable else overall_effect(tables),
         "treatment_effect_unavailable": unavailable,
         "duplicates": [(r["revision"], r["duplicate_of"]) for r in ck_rows if r["duplicate_of"]],
+        **({} if undefined is None else {"num_duplicates_null_rows": undefined}),
     }
+
+
+def _with_duplicates(order, rows_tbl: pa.Table, ks: np.ndarray, rows: np.ndarray) -> tuple[pa.Table, int]:
+    """rows_tbl with ``num_duplicates`` (null where tokens [32:64) cross a document boundary) and how many
+    rows are null."""
+    from ..ngram import NgramIndex
+    from ..ngram.duplicates import row_duplicates
+
+    counts, defined = row_duplicates(NgramIndex(order.store), order, ks, rows)
+    undefined = int((~defined).sum())
+    if undefined:
+        log.info("num_duplicates: %d of %d rows hold a document boundary inside tokens [32:64): null", undefined,
+                 len(ks))
+    return rows_tbl.append_column("num_duplicates", pa.array(counts, pa.int64(), mask=~defined)), undefined
 
 
 def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | None) -> None:
@@ -378,7 +385,7 @@ def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | Non
     try:
         import ray
     except ImportError as e:
-        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
     started = False
     if not ray.is_initialized():
         if address == "local":

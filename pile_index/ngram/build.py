@@ -213,7 +213,7 @@ def _run_on_ray(jobs: list[tuple[Callable, tuple, Any]], on_done: Callable[[Any,
     try:
         import ray
     except ImportError as e:
-        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
     started = not ray.is_initialized()
     if started:
         if address == "local":

@@ -40,7 +40,7 @@ from numba.extending import intrinsic
 from ..atomic import save_npy
 from ..digests import ensure_digests
 from ..sql.documents import public_metadata
-from ..errors import ConfigError, FormatError, NotFoundError, QueryError
+from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
 from .index_maps import (
     MAX_EPOCHS,
     IndexMaps,
@@ -446,7 +446,7 @@ class _OrderBase:
         if self.trained_samples > self.num_samples:
             raise ConfigError(
                 f"train_steps {self.train_steps:,} x batch_size {cfg.batch_size:,} = {self.trained_samples:,} rows, "
-                f"but the order has {self.num_samples:,} {what}; pass --train-steps <= "
+                f"but the order has {self.num_samples:,} {what}; pass `train_steps` <= "
                 f"{self.num_samples // cfg.batch_size:,}"
             )
 
@@ -472,7 +472,7 @@ class _OrderBase:
         to_step = step if to_step is None else to_step
         step, to_step = int(step), int(to_step)
         if to_step < step:
-            raise QueryError(f"--to {to_step:,} is before step {step:,}; expected to >= step")
+            raise QueryError(f"`to` {to_step:,} is before step {step:,}; expected `to` >= step")
         first = self.sample_index(step, 0)
         last = self.sample_index(to_step, self.batch_size - 1)
         return first, last + 1
@@ -566,6 +566,22 @@ class TrainingOrder(_OrderBase):
         _pieces_kernel(*args, items, offsets, lengths, True)
         return items, offsets, lengths
 
+    def row_pieces(self, sample_indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The non-empty pieces of many rows at once (what :meth:`spans` gives for one): equal-length int64
+        arrays ``row`` (position in ``sample_indices``, ascending), ``doc_id``, ``doc_start``, ``doc_end``, in
+        row order and, within a row, in token order. Rows whose pieces do not tile seq_length + 1 are a
+        FormatError, as in :meth:`rows`."""
+        ks = _check_samples(sample_indices, self.num_samples)
+        items, offsets, lengths = self._pieces(ks)
+        width = self.seq_length + 1
+        ends = np.cumsum(lengths)
+        row = (ends - lengths) // width
+        if (ends.size and int(ends[-1]) != ks.size * width) or np.any((ends - 1) // width != row):
+            bad = int(row[np.flatnonzero((ends - 1) // width != row)[0]]) if ends.size and \
+                np.any((ends - 1) // width != row) else 0
+            raise FormatError(self._corrupt(int(ks[min(bad, ks.size - 1)])))
+        return {"row": row, "doc_id": items, "doc_start": offsets, "doc_end": offsets + lengths}
+
     def _corrupt(self, k: int) -> str:
         return (f"sample {k:,}: the index maps do not assemble {self.seq_length + 1:,} tokens; they do not belong to "
                 f"this store. Delete them and run `{build_command(self.store.prefix, self.cfg)}`")
@@ -651,9 +667,12 @@ class TrainingOrder(_OrderBase):
             raise NotFoundError(f"doc_id {bad:,} is out of range; the store has documents 0..{self.n_docs - 1:,}")
         return ids
 
-    def doc_rows(self, doc_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
+    def doc_rows(self, doc_ids: np.ndarray, limit: int | None = None,
+                 max_occurrences: int | None = None) -> dict[str, np.ndarray]:
         """Every row (sample index < limit, default all usable samples) holding tokens of each document:
-        equal-length int64 arrays doc_id, sample_index, doc_start, doc_end, grouped by input document."""
+        equal-length int64 arrays doc_id, sample_index, doc_start, doc_end, grouped by input document.
+        LimitError ``max_occurrences`` (None: no bound) when there are more rows than that: counted first,
+        refused before any is written out."""
         ids = self._check_docs(doc_ids)
         positions, inverse = self._load_inverse()
         limit = self.num_samples if limit is None else int(limit)
@@ -663,13 +682,19 @@ class TrainingOrder(_OrderBase):
         code, index, n = _doc_rows_kernel(*args, empty, empty, empty, empty, False)
         if code:
             raise self._map_error(code, index)
+        if max_occurrences is not None and n > max_occurrences:
+            what = f"document {int(ids[0]):,}" if ids.size == 1 else f"{ids.size:,} documents"
+            raise LimitError(f"{what} sits in {n:,} rows; max_occurrences={int(max_occurrences):,}",
+                             "max_occurrences")
         out = {key: np.empty(n, np.int64) for key in ("doc_id", "sample_index", "doc_start", "doc_end")}
         _doc_rows_kernel(*args, out["doc_id"], out["sample_index"], out["doc_start"], out["doc_end"], True)
         return out
 
-    def doc_steps(self, doc_id: int) -> dict[str, Any]:
-        """Every trained row (sample index < train_steps * batch_size) holding tokens of ``doc_id``."""
-        r = self.doc_rows(np.array([int(doc_id)], dtype=np.int64), limit=self.trained_samples)
+    def doc_steps(self, doc_id: int, max_occurrences: int | None = None) -> dict[str, Any]:
+        """Every trained row (sample index < train_steps * batch_size) holding tokens of ``doc_id``; at most
+        ``max_occurrences`` of them (None: no bound; LimitError before they are expanded)."""
+        r = self.doc_rows(np.array([int(doc_id)], dtype=np.int64), limit=self.trained_samples,
+                          max_occurrences=max_occurrences)
         order = np.argsort(r["sample_index"], kind="stable")
         occ = []
         for i in order:
@@ -741,7 +766,7 @@ class PreshuffledOrder(_OrderBase):
             if int(sizes[k]) != width:
                 raise FormatError(
                     f"{store.prefix}: item {k:,} has {int(sizes[k]):,} tokens; a preshuffled store for seq_length "
-                    f"{cfg.seq_length:,} has {width:,} per item. Check --seq-length or drop --preshuffled"
+                    f"{cfg.seq_length:,} has {width:,} per item. Check `seq_length` or drop `preshuffled`"
                 )
         self._set_train_steps(cfg, self.num_samples // cfg.batch_size, "rows in the preshuffled store")
 

@@ -82,7 +82,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: this torch build sees no CUDA device; use --device cpu")
+        raise ConfigError(f"`device` {device}: this torch build sees no CUDA device; use `device` cpu")
     return dev
 
 
@@ -98,7 +98,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
         return dtype
     if dtype is not None:
         if dtype not in _DTYPES:
-            raise ConfigError(f"--dtype {dtype!r}: expected one of {sorted(_DTYPES)}")
+            raise ConfigError(f"`dtype` {dtype!r}: expected one of {sorted(_DTYPES)}")
         return _DTYPES[dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -249,7 +249,7 @@ class _Manifest:
                 diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
                 raise ConfigError(
                     f"{folder} holds parts of a different job (differs in: {', '.join(diff)}): rerun with the "
-                    "same options, use another --out, or delete that folder to start over"
+                    "same options, use another `out`, or delete that folder to start over"
                 )
             self.data = data
         else:
@@ -283,9 +283,9 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
     if not len(sample_index) == len(steps) == len(slots):
         raise ConfigError("steps, slots and sample_index must have the same length")
     if len(sample_index) == 0:
-        raise ConfigError("no rows to score: the --steps/--slots ranges are empty")
+        raise ConfigError("no rows to score: the `steps`/`slots` ranges are empty")
     if not revisions:
-        raise ConfigError("no revision to score: give at least one --revision (or none for the default)")
+        raise ConfigError("no revision to score: give at least one `revision` (or none for the default)")
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows={chunk_rows}: expected a positive number of rows")
     dev = pick_device(device)

@@ -58,12 +58,12 @@ import pyarrow.compute as pc
 
 from ..errors import ConfigError, LimitError, NotFoundError, QueryError
 from ..format.indexed import strip_prefix
+from ..settings import default
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 EXPOSED_FILES = ("documents", "spans", "occurrences", "scores")
 DATASET_TABLE = "dataset.parquet"  # the table a `dataset build` folder holds (pile_index.datasets)
-MAX_VIEW_ROWS = 1 << 24  # training rows one row_pieces table may expand (16.8M rows, ~1 GB of pieces)
 
 # Defaults of the limits (the service's settings of the same names override them).
 MAX_ROWS = 10_000
@@ -621,22 +621,24 @@ def _stopped(reason: str, timeout_s: float) -> LimitError:
 
 
 def row_pieces_table(order: Any, step_lo: int, step_hi: int, bucket_steps: int | None = None,
-                     max_rows: int = MAX_VIEW_ROWS) -> pa.Table:
+                     max_rows: int | None = None) -> pa.Table:
     """The document pieces of every training row in steps [step_lo, step_hi) as an Arrow table:
     step, slot, sample_index, doc_id, doc_start, doc_end (document tokens [doc_start, doc_end) are in the
     row), bucket_start, bucket_end. Built from the index maps with numpy (GPT2Dataset.__getitem__'s
-    arithmetic, vectorised; no Python loop over rows). Needs a raw store with index maps."""
+    arithmetic, vectorised; no Python loop over rows). Needs a raw store with index maps. At most ``max_rows``
+    rows (default: the setting max_view_rows, 16.8M rows, ~1 GB of pieces), checked before anything is read."""
     if getattr(order, "preshuffled", False) or not hasattr(order, "maps"):
         raise ConfigError("the training-row views need document identity: open the raw store with its index "
-                          "maps (order options without --preshuffled)")
+                          "maps (order options without `preshuffled`)")
     bs = int(order.batch_size)
     last_step = int(order.num_samples) // bs
     if not 0 <= step_lo < step_hi <= last_step:
         raise QueryError(f"steps {step_lo:,}:{step_hi:,}: expected 0 <= A < B <= {last_step:,} (steps with full batches)")
     n_rows = (step_hi - step_lo) * bs
+    max_rows = default("max_view_rows") if max_rows is None else int(max_rows)
     if n_rows > max_rows:
-        raise LimitError(f"steps {step_lo:,}:{step_hi:,} are {n_rows:,} rows; at most {max_rows:,} rows "
-                         f"(MAX_VIEW_ROWS) go into row_pieces: narrow the step range")
+        raise LimitError(f"steps {step_lo:,}:{step_hi:,} are {n_rows:,} rows; at most max_view_rows={max_rows:,} "
+                         f"rows go into row_pieces: narrow the step range", "max_view_rows")
     width = max(1, -(-(step_hi - step_lo) // 100)) if bucket_steps is None else int(bucket_steps)
     if width < 1:
         raise ConfigError(f"bucket_steps={width:,}: expected >= 1")

@@ -92,13 +92,15 @@ def _sample_cmp(stoks, slen, j, pat, m):
 
 @numba.njit(cache=True, nogil=True)
 def _window(stoks, slen, every, n, pat):
-    """Rows [wlo, whi) outside which no row starts with pat, from the sample alone (no disk read).
+    """(wlo, mlo, mhi, whi) from the sample alone (no disk read): no row outside [wlo, whi) starts with pat,
+    and when the sample holds all of pat, rows [mlo, mhi) are known to (else mlo = whi, mhi = wlo).
 
     The sample compares exactly against pat' = pat[:width]; rows up to the last sample row < pat' are < pat,
-    rows from the first sample row > pat' on are > pat."""
+    rows from the first sample row > pat' on are > pat; sample rows that start with pat' start with pat when
+    pat' is pat, and so does every row between two of them."""
     ns = slen.shape[0]
     if ns == 0:
-        return np.int64(0), np.int64(n)
+        return np.int64(0), np.int64(n), np.int64(0), np.int64(n)
     m = min(pat.shape[0], stoks.shape[1])
     lo, hi = 0, ns
     while lo < hi:
@@ -116,8 +118,10 @@ def _window(stoks, slen, every, n, pat):
         else:
             hi = mid
     wlo = np.int64((a - 1) * every + 1) if a > 0 else np.int64(0)
-    whi = np.int64(lo * every) if lo < ns else np.int64(n)
-    return wlo, min(whi, np.int64(n))
+    whi = min(np.int64(lo * every) if lo < ns else np.int64(n), np.int64(n))
+    if m == pat.shape[0] and lo > a:
+        return wlo, np.int64(a * every), np.int64((lo - 1) * every + 1), whi
+    return wlo, whi, wlo, whi
 
 
 @numba.njit(cache=True, nogil=True)
@@ -203,9 +207,61 @@ def _range(tokens, words, pat):
 
 
 @numba.njit(cache=True, nogil=True)
+def _range_known(tokens, words, pat, wlo, mlo, mhi, whi):
+    """As :func:`_range_window`, rows [mlo, mhi) (mlo < mhi) being known to start with pat: the first row >= pat
+    is searched in [wlo, mlo], the first row > pat in [mhi, whi], so each search stays inside one sample gap."""
+    n = tokens.shape[0]
+    lo, hi = wlo, mlo
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        p = sa_at(words, n, mid)
+        if p >= n:
+            return BAD_POINTER, mid
+        c = _cmp(tokens, words, p, pat)
+        if c > 0:  # a row between rows below and above pat... that sorts after pat: out of order
+            return UNSORTED, mid
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    start = lo
+    lo, hi = mhi, whi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        p = sa_at(words, n, mid)
+        if p >= n:
+            return BAD_POINTER, mid
+        c = _cmp(tokens, words, p, pat)
+        if c < 0:
+            return UNSORTED, mid
+        if c == 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    end = lo
+    for row in (start - 2, start - 1):  # the rows before the answer sort before it
+        if row >= 0:
+            p = sa_at(words, n, row)
+            if p >= n:
+                return BAD_POINTER, row
+            if _cmp(tokens, words, p, pat) >= 0:
+                return UNSORTED, row
+    for row in (end, end + 1):  # the rows after it sort after it
+        if row < n:
+            p = sa_at(words, n, row)
+            if p >= n:
+                return BAD_POINTER, row
+            if _cmp(tokens, words, p, pat) <= 0:
+                return UNSORTED, row
+    return start, end
+
+
+@numba.njit(cache=True, nogil=True)
 def _range_sampled(tokens, words, stoks, slen, every, pat):
     """As :func:`_range`, the top levels of the search done on the in-RAM sample."""
-    wlo, whi = _window(stoks, slen, every, tokens.shape[0], pat)
+    wlo, mlo, mhi, whi = _window(stoks, slen, every, tokens.shape[0], pat)
+    if mlo < mhi:
+        return _range_known(tokens, words, pat, wlo, mlo, mhi, whi)
     return _range_window(tokens, words, pat, wlo, whi)
 
 

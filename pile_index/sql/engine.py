@@ -624,8 +624,8 @@ def row_pieces_table(order: Any, step_lo: int, step_hi: int, bucket_steps: int |
                      max_rows: int = MAX_VIEW_ROWS) -> pa.Table:
     """The document pieces of every training row in steps [step_lo, step_hi) as an Arrow table:
     step, slot, sample_index, doc_id, doc_start, doc_end (document tokens [doc_start, doc_end) are in the
-    row), bucket_start, bucket_end. Built from the index maps with numpy (GPT2Dataset.__getitem__'s
-    arithmetic, vectorised; no Python loop over rows). Needs a raw store with index maps."""
+    row), bucket_start, bucket_end. The pieces of the order's one walk (``TrainingOrder.pieces``, GPT2Dataset.
+    __getitem__'s; no Python loop over rows). Needs a raw store with index maps."""
     if getattr(order, "preshuffled", False) or not hasattr(order, "maps"):
         raise ConfigError("the training-row views need document identity: open the raw store with its index "
                           "maps (order options without --preshuffled)")
@@ -640,21 +640,9 @@ def row_pieces_table(order: Any, step_lo: int, step_hi: int, bucket_steps: int |
     width = max(1, -(-(step_hi - step_lo) // 100)) if bucket_steps is None else int(bucket_steps)
     if width < 1:
         raise ConfigError(f"bucket_steps={width:,}: expected >= 1")
-    maps = order.maps
-    sizes = np.asarray(order.store.sizes)
     ks = np.arange(step_lo * bs, step_hi * bs, dtype=np.int64)
-    u = np.asarray(maps.shuffle_idx[ks], dtype=np.int64)
-    si = np.asarray(maps.sample_idx)
-    f, a = si[u, 0].astype(np.int64), si[u, 1].astype(np.int64)
-    last, b = si[u + 1, 0].astype(np.int64), si[u + 1, 1].astype(np.int64)
-    cnt = last - f + 1
-    row = np.repeat(np.arange(ks.size), cnt)
-    p = np.repeat(f - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()))
-    doc = np.asarray(maps.doc_idx, dtype=np.int64)[p]
-    start = np.where(p == f[row], a[row], 0)
-    end = np.where(p == last[row], b[row] + 1, sizes[doc].astype(np.int64))
-    keep = end > start
-    row, doc, start, end = row[keep], doc[keep], start[keep], end[keep]
+    row, doc, start, length = order.pieces(ks)
+    end = start + length
     k = ks[row]
     step = k // bs
     bucket = step_lo + ((step - step_lo) // width) * width

@@ -484,9 +484,40 @@ class _OrderBase:
                 f"{self.num_samples // cfg.batch_size:,}"
             )
 
-    def sample_index(self, step: int, slot: int) -> int:
-        """Global sample index of (step, slot): step * batch_size + slot, range-checked."""
-        return _check_step_slot(step, slot, self.batch_size, self.num_samples)
+    @property
+    def full_steps(self) -> int:
+        """Steps whose batch_size rows all exist: num_samples // batch_size."""
+        return self.num_samples // self.batch_size
+
+    def sample_index(self, step: int | np.ndarray, slot: int | np.ndarray) -> int | np.ndarray:
+        """Global sample index of (step, slot): step * batch_size + slot, range-checked; an int64 array when
+        step or slot is an array (broadcast), checked as a whole (the first bad pair is named)."""
+        if np.ndim(step) == 0 and np.ndim(slot) == 0:
+            return _check_step_slot(step, slot, self.batch_size, self.num_samples)
+        steps, slots = np.broadcast_arrays(np.asarray(step, dtype=np.int64), np.asarray(slot, dtype=np.int64))
+        ks = steps * self.batch_size + slots
+        bad = (slots < 0) | (slots >= self.batch_size) | (steps < 0) | (ks >= self.num_samples)
+        if bad.any():
+            i = np.flatnonzero(bad.reshape(-1))[0]
+            _check_step_slot(steps.reshape(-1)[i], slots.reshape(-1)[i], self.batch_size, self.num_samples)
+        return ks
+
+    def step_slot(self, k: int | np.ndarray) -> tuple[int, int] | tuple[np.ndarray, np.ndarray]:
+        """(step, slot) of sample index k: k // batch_size, k % batch_size (ints, or arrays for an array)."""
+        if isinstance(k, (int, np.integer)):
+            return int(k) // self.batch_size, int(k) % self.batch_size
+        ks = np.asarray(k)
+        return ks // self.batch_size, ks % self.batch_size
+
+    def step_rows(self, step: int, to_step: int | None = None) -> tuple[int, int]:
+        """Sample indices [k0, k1) of steps step..to_step inclusive (default: step alone), range-checked."""
+        to_step = step if to_step is None else to_step
+        step, to_step = int(step), int(to_step)
+        if to_step < step:
+            raise QueryError(f"--to {to_step:,} is before step {step:,}; expected to >= step")
+        first = self.sample_index(step, 0)
+        last = self.sample_index(to_step, self.batch_size - 1)
+        return first, last + 1
 
     def trained(self, sample_indices: np.ndarray | int) -> np.ndarray | bool:
         """Whether each sample index is a trained row (k < train_steps x batch_size); a bool for an int.
@@ -502,22 +533,10 @@ class _OrderBase:
         """Row of sample index k: seq_length + 1 tokens of the store's dtype."""
         return self.rows(np.array([int(k)], dtype=np.int64))[0]
 
-    def _step_range(self, step: int, to_step: int | None) -> tuple[int, int]:
-        to_step = step if to_step is None else to_step
-        step, to_step = int(step), int(to_step)
-        if to_step < step:
-            raise QueryError(f"--to {to_step:,} is before step {step:,}; expected to >= step")
-        first = self.sample_index(step, 0)
-        last = self.sample_index(to_step, self.batch_size - 1)
-        return first, last + 1
-
     def batch(self, step: int, to_step: int | None = None) -> np.ndarray:
         """Rows of steps step..to_step inclusive, (rows, seq_length + 1), in slot order."""
-        k0, k1 = self._step_range(step, to_step)
+        k0, k1 = self.step_rows(step, to_step)
         return self.rows(np.arange(k0, k1, dtype=np.int64))
-
-    def _steps_of(self, k: int) -> tuple[int, int]:
-        return k // self.batch_size, k % self.batch_size
 
 
 class TrainingOrder(_OrderBase):
@@ -706,7 +725,8 @@ class TrainingOrder(_OrderBase):
         occ = []
         for i in order:
             k = int(r["sample_index"][i])
-            occ.append({"step": k // self.batch_size, "slot": k % self.batch_size, "sample_index": k,
+            step, slot = self.step_slot(k)
+            occ.append({"step": step, "slot": slot, "sample_index": k,
                         "doc_start": int(r["doc_start"][i]), "doc_end": int(r["doc_end"][i])})
         return {"doc_id": int(doc_id), "occurrences": occ,
                 "first_step": occ[0]["step"] if occ else None, "last_step": occ[-1]["step"] if occ else None}
@@ -735,7 +755,8 @@ class TrainingOrder(_OrderBase):
         repeat = None
         if int(best_doc) >= 0:
             k = int(best_k)
-            repeat = {"step": k // self.batch_size, "slot": k % self.batch_size, "sample_index": k,
+            step, slot = self.step_slot(k)
+            repeat = {"step": step, "slot": slot, "sample_index": k,
                       "doc_id": int(best_doc)}
         return {
             "epochs": self.epochs,
@@ -775,7 +796,7 @@ class PreshuffledOrder(_OrderBase):
                     f"{store.prefix}: item {k:,} has {int(sizes[k]):,} tokens; a preshuffled store for seq_length "
                     f"{cfg.seq_length:,} has {width:,} per item. Check --seq-length or drop --preshuffled"
                 )
-        self._set_train_steps(cfg, self.num_samples // cfg.batch_size, "rows in the preshuffled store")
+        self._set_train_steps(cfg, self.full_steps, "rows in the preshuffled store")
 
     def rows(self, sample_indices: np.ndarray) -> np.ndarray:
         ks = _check_samples(sample_indices, self.num_samples)
@@ -854,7 +875,7 @@ def describe_batch(order: Order, step: int, to_step: int | None = None) -> tuple
     step's rows; rows of one step share it) and ``trained_rows`` (the first that many rows are trained)."""
     to_step = int(step) if to_step is None else int(to_step)
     rows = order.batch(step, to_step)
-    trained = order.trained(np.arange(int(step), to_step + 1, dtype=np.int64) * order.batch_size)
+    trained = order.trained(order.sample_index(np.arange(int(step), to_step + 1, dtype=np.int64), 0))
     record = {"step": int(step), "to_step": to_step, "first_sample_index": order.sample_index(step, 0),
               "rows": int(rows.shape[0]), "seq_length": int(order.seq_length), "train_steps": int(order.train_steps),
               "trained": [bool(x) for x in trained], "trained_rows": int(trained.sum()) * int(order.batch_size)}
@@ -885,7 +906,8 @@ def verify_orders(raw: TrainingOrder, pre: PreshuffledOrder, start: int = 0, sto
         if diff.any():
             r, col = (int(x) for x in np.argwhere(diff)[0])
             kk = k + r
-            mismatch = {"sample_index": kk, "step": kk // raw.batch_size, "slot": kk % raw.batch_size,
+            step, slot = raw.step_slot(kk)
+            mismatch = {"sample_index": kk, "step": step, "slot": slot,
                         "position": col, "expected": int(a[r, col]), "found": int(b[r, col])}
             k = kk + 1
             break

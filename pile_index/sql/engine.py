@@ -629,22 +629,22 @@ def row_pieces_table(order: Any, step_lo: int, step_hi: int, bucket_steps: int |
     if getattr(order, "preshuffled", False) or not hasattr(order, "maps"):
         raise ConfigError("the training-row views need document identity: open the raw store with its index "
                           "maps (order options without --preshuffled)")
-    bs = int(order.batch_size)
-    last_step = int(order.num_samples) // bs
+    last_step = int(order.full_steps)
     if not 0 <= step_lo < step_hi <= last_step:
         raise QueryError(f"steps {step_lo:,}:{step_hi:,}: expected 0 <= A < B <= {last_step:,} (steps with full batches)")
-    n_rows = (step_hi - step_lo) * bs
+    k0, k1 = order.step_rows(step_lo, step_hi - 1)
+    n_rows = k1 - k0
     if n_rows > max_rows:
         raise LimitError(f"steps {step_lo:,}:{step_hi:,} are {n_rows:,} rows; at most {max_rows:,} rows "
                          f"(MAX_VIEW_ROWS) go into row_pieces: narrow the step range")
     width = max(1, -(-(step_hi - step_lo) // 100)) if bucket_steps is None else int(bucket_steps)
     if width < 1:
         raise ConfigError(f"bucket_steps={width:,}: expected >= 1")
-    ks = np.arange(step_lo * bs, step_hi * bs, dtype=np.int64)
+    ks = np.arange(k0, k1, dtype=np.int64)
     row, doc, start, length = order.pieces(ks)
     end = start + length
     k = ks[row]
-    step = k // bs
+    step, slot = order.step_slot(k)
     bucket = step_lo + ((step - step_lo) // width) * width
-    return pa.table({"step": step, "slot": k % bs, "sample_index": k, "doc_id": doc, "doc_start": start,
+    return pa.table({"step": step, "slot": slot, "sample_index": k, "doc_id": doc, "doc_start": start,
                      "doc_end": end, "bucket_start": bucket, "bucket_end": np.minimum(bucket + width, step_hi)})

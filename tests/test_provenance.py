@@ -304,3 +304,16 @@ def test_property_rows_spans_docsteps(sizes, seq_length, seed, extra):
         got = sorted(zip(*(r[c].tolist() for c in ("doc_id", "sample_index", "doc_start", "doc_end"))))
         assert got == sorted(spans)
         del order, m
+
+
+def test_orders_share_one_abstract_base():
+    from pile_index.order.training import _OrderBase
+
+    assert issubclass(TrainingOrder, _OrderBase) and issubclass(PreshuffledOrder, _OrderBase)
+
+    class RowsOnly(_OrderBase):
+        def rows(self, sample_indices):
+            return np.empty((0, 1))
+
+    with pytest.raises(TypeError, match="spans"):
+        RowsOnly()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -461,7 +462,10 @@ def _check_samples(ks: np.ndarray, num_samples: int) -> np.ndarray:
     return ks
 
 
-class _OrderBase:
+class _OrderBase(ABC):
+    """What raw and preshuffled orders share: step/slot arithmetic, trained rows, batches; each order
+    supplies :meth:`rows` and :meth:`spans`."""
+
     seq_length: int
     batch_size: int
     num_samples: int
@@ -526,8 +530,13 @@ class _OrderBase:
             return int(sample_indices) < self.trained_samples
         return np.asarray(sample_indices) < self.trained_samples
 
-    def rows(self, sample_indices: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def rows(self, sample_indices: np.ndarray) -> np.ndarray:
+        """Rows of the given sample indices, (n, seq_length + 1), store dtype."""
+
+    @abstractmethod
+    def spans(self, k: int) -> list[dict[str, int]] | None:
+        """Document pieces of row k (doc_id, doc_start, doc_end, sample_start), None without document identity."""
 
     def row(self, k: int) -> np.ndarray:
         """Row of sample index k: seq_length + 1 tokens of the store's dtype."""

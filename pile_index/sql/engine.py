@@ -58,6 +58,7 @@ import pyarrow.compute as pc
 
 from ..errors import ConfigError, LimitError, NotFoundError, QueryError
 from ..format.indexed import strip_prefix
+from .quote import sql_string
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
@@ -214,7 +215,7 @@ def _check_text(sql: str, max_sql_chars: int) -> str:
 def _check_statement(con: duckdb.DuckDBPyConnection, sql: str, keyword: str) -> None:
     """DuckDB's own parse, with the GIL released: exactly one statement, a query, and none of
     :data:`HIDDEN_FUNCTIONS`."""
-    pattern = _sql_str(f'"function_name":"({"|".join(HIDDEN_FUNCTIONS)})"')
+    pattern = sql_string(f'"function_name":"({"|".join(HIDDEN_FUNCTIONS)})"')
     (error, kind, message), n, hidden = con.execute(
         "SELECT json_extract_string(j, ['$.error', '$.error_type', '$.error_message']), "
         f"json_array_length(j, '$.statements'), regexp_extract(j, {pattern}, 1, 'i') "
@@ -372,14 +373,6 @@ def _remove_stale(tmp: Path, prefix: str) -> None:
 _ALIASES = _Aliases()
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _ident(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
-
-
 def _connect(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(":memory:", config={
         "threads": threads, "memory_limit": memory_limit, "temp_directory": str(_ALIASES.spill_folder()),
@@ -398,7 +391,7 @@ def _expose(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path | list[Path
         links = [str(_ALIASES.link(name, Path(os.path.abspath(p)))) for p in paths]
         for link, p in zip(links, paths):
             aliases[link] = (name, str(p))
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{', '.join(map(_sql_str, links))}], "
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{', '.join(map(sql_string, links))}], "
                     f"union_by_name = true)")
         tables.append(name)
         allowed += links
@@ -409,7 +402,7 @@ def _expose(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path | list[Path
         if all(n in tables for n in needs):
             con.execute(f"CREATE VIEW {name} AS {body}")
             tables.append(name)
-    con.execute(f"SET TimeZone = 'UTC'; SET allowed_paths = [{', '.join(map(_sql_str, allowed))}]; "
+    con.execute(f"SET TimeZone = 'UTC'; SET allowed_paths = [{', '.join(map(sql_string, allowed))}]; "
                 "SET enable_external_access = false; SET lock_configuration = true")
 
 
@@ -466,21 +459,21 @@ def _json_expr(x: str, t: Any, depth: int = 0) -> str:
         return f"'{{' || array_to_string(list_transform(map_entries({x}), lambda {e}: {inner}), ',') || '}}'"
     if kind in ("struct", "tuple"):
         named = kind == "struct"
-        parts = [(_sql_str(json.dumps(k, ensure_ascii=False) + ":") + ", " if named else "")
+        parts = [(sql_string(json.dumps(k, ensure_ascii=False) + ":") + ", " if named else "")
                  + item(f"struct_extract_at({x}, {i})", c) for i, (k, c) in enumerate(_children(t), 1)]
         body = ", ',', ".join(parts)
         start, end = ("'{'", "'}'") if named else ("'['", "']'")
         return f"CASE WHEN {x} IS NULL THEN NULL ELSE concat({start}, {body}, {end}) END"
     if kind == "union":
-        arms = " ".join(f"WHEN union_tag({x}) = {_sql_str(k)} THEN concat({_sql_str('{' + json.dumps(k, ensure_ascii=False) + ':')}, "
-                        f"{item(f'union_extract({x}, {_sql_str(k)})', c)}, '}}')" for k, c in _children(t)[1:])
+        arms = " ".join(f"WHEN union_tag({x}) = {sql_string(k)} THEN concat({sql_string('{' + json.dumps(k, ensure_ascii=False) + ':')}, "
+                        f"{item(f'union_extract({x}, {sql_string(k)})', c)}, '}}')" for k, c in _children(t)[1:])
         return f"CASE WHEN {x} IS NULL THEN NULL {arms} END"
     # JSON and VARIANT values (and any type added later) are embedded as their JSON text, unless it holds NaN
     # or Infinity, which DuckDB's JSON accepts and JSON does not: with the strings blanked out, any 'nan' or
     # 'inf' left is such a number.
     text = f"{x}::VARCHAR" if str(t) == "JSON" else f"to_json({x})::VARCHAR"
-    return (f"CASE WHEN regexp_matches(lower(regexp_replace({text}, {_sql_str(_JSON_STRING)}, '', 'g')), 'nan|inf') "
-            f"THEN error({_sql_str(_NOT_JSON)}) ELSE {text} END")
+    return (f"CASE WHEN regexp_matches(lower(regexp_replace({text}, {sql_string(_JSON_STRING)}, '', 'g')), 'nan|inf') "
+            f"THEN error({sql_string(_NOT_JSON)}) ELSE {text} END")
 
 
 def _column_json(x: str, t: Any, max_bytes: int) -> str:
@@ -489,7 +482,7 @@ def _column_json(x: str, t: Any, max_bytes: int) -> str:
     if t.id not in ("varchar", "blob"):
         return _json_expr(x, t)
     size = "strlen" if t.id == "varchar" else "octet_length"
-    return f"CASE WHEN {size}({x}) > {int(max_bytes)} THEN error({_sql_str(_TOO_LARGE)}) ELSE {_json_expr(x, t)} END"
+    return f"CASE WHEN {size}({x}) > {int(max_bytes)} THEN error({sql_string(_TOO_LARGE)}) ELSE {_json_expr(x, t)} END"
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int, max_bytes: int,

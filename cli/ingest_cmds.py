@@ -8,6 +8,8 @@ import sys
 
 from ingest.pipeline import IngestConfig, ingest
 from ingest.shards import join_shards, split_shards, verify_hashes
+from ingest.token_rows import TokenRowsConfig, ingest_token_rows
+from pile_index.errors import ConfigError
 
 from .output import add_json_flag, emit
 
@@ -24,15 +26,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Stream the inputs in the order given (a folder: its .jsonl, .jsonl.zst, .jsonl.gz and .parquet "
         "files sorted by name; Parquet is read a record batch at a time), tokenize as GPT-NeoX's preprocess_data does (empty texts skipped, one item per "
         "document), and write the store, its document table, PREFIX.tokenizer.json (a byte copy of --tokenizer) "
-        "and PREFIX.ingest_report.json, all atomically. 0 documents is an error unless --allow-empty.",
+        "and PREFIX.ingest_report.json, all atomically. 0 documents is an error unless --allow-empty. With "
+        "--tokens-column, Parquet token rows in training order become a preshuffled store (item k = row k), "
+        "no tokenizer needed.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help=".jsonl, .jsonl.zst, .jsonl.gz or .parquet files, or folders of them, in order")
-    p.add_argument("--tokenizer", required=True, help="tokenizer.json path or Hugging Face hub id")
+    p.add_argument("--tokenizer", help="tokenizer.json path or Hugging Face hub id (required unless --tokens-column)")
     p.add_argument("--out", required=True, metavar="PREFIX", help="output prefix (writes PREFIX.bin, PREFIX.idx, ...)")
     p.add_argument("--append-eod", action="store_true", help="append <|endoftext|> to every document (GPT-NeoX --append-eod)")
     p.add_argument("--text-key", default="text",
                    help="JSON key of the text; for Parquet, the text column (default: text)")
+    p.add_argument("--tokens-column", metavar="COLUMN",
+                   help="the inputs are Parquet token rows in training order (e.g. token_ids): write them as a "
+                   "preshuffled store, one item per row, no tokenizer needed; rows of differing lengths, ids "
+                   "outside --tokens-dtype (or the --tokenizer vocabulary) and a uid/index column that does not "
+                   "count 0..n-1 are refused")
+    p.add_argument("--tokens-dtype", choices=["uint16", "int32"], default="uint16",
+                   help="with --tokens-column and no --tokenizer: the store dtype (default uint16, Pythia's)")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of counting it")
     p.add_argument("--allow-empty", action="store_true",
                    help="write a store of 0 documents instead of exiting 2 when no line gives a document")
@@ -79,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.tokens_column:
+        return _ingest_token_rows(args)
+    if not args.tokenizer:
+        raise ConfigError("ingest needs --tokenizer to tokenize text (or --tokens-column for Parquet token rows)")
     cfg = IngestConfig(
         inputs=list(args.inputs), out=args.out, tokenizer=args.tokenizer, append_eod=args.append_eod,
         text_key=args.text_key, strict=args.strict, allow_empty=args.allow_empty,
@@ -108,6 +123,22 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"  {p['file']}:{p['line']}: {p['reason']}: {p['detail']}", file=sys.stderr)
         if len(lines) > PRINT_PROBLEMS:
             print(f"  ... {len(lines) - PRINT_PROBLEMS:,} more in the report", file=sys.stderr)
+    return 0
+
+
+def _ingest_token_rows(args: argparse.Namespace) -> int:
+    given = [flag for flag, on in (("--append-eod", args.append_eod), ("--strict", args.strict),
+                                   ("--allow-empty", args.allow_empty), ("--text-key", args.text_key != "text")) if on]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: options of text ingest; --tokens-column reads token ids as they are "
+                          f"(and refuses any bad row): drop them")
+    rep = ingest_token_rows(TokenRowsConfig(inputs=list(args.inputs), out=args.out, tokens_column=args.tokens_column,
+                                            dtype=args.tokens_dtype, tokenizer=args.tokenizer,
+                                            progress=not (args.no_progress or args.json)))
+    emit({k: rep[k] for k in ("prefix", "rows", "tokens_per_row", "dtype", "seconds")}
+         | {"files_read": [f["file"] for f in rep["inputs"]],
+            "index_column": next((f["index_column"] for f in rep["inputs"] if f["index_column"]), None),
+            "report": f"{rep['prefix']}.ingest_report.json"}, args.json)
     return 0
 
 

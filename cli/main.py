@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "cli.demo_cmds",
     "cli.score_cmds",
     "cli.verify_cmds",
+    "cli.export_cmds",
+    "cli.fetch_cmds",
 ]
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away

@@ -464,6 +464,17 @@ def _columns_found(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name} ({f.type})" for f in schema) or "none"
 
 
+def parquet_batches(path: str | os.PathLike, columns: list[str],
+                    batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of a Parquet file, ``batch_rows`` rows at a time, in row order, one row group after the
+    other (so memory is bounded by a row group's columns, and damage shows up in its group). Raises the
+    reader's ``OSError`` / ``ArrowException``; callers turn it into their problem or error."""
+    with pq.ParquetFile(path) as pf:
+        for group in range(pf.num_row_groups):
+            yield from pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns,
+                                       use_threads=False)
+
+
 class ParquetReader:
     """Iterates the documents of one ``.parquet`` file, ``batch_rows`` rows at a time.
 
@@ -512,14 +523,11 @@ class ParquetReader:
         name = os.fspath(self.path)
         size = self.path.stat().st_size
         try:
-            with pq.ParquetFile(self.path) as pf:
-                for group in range(pf.num_row_groups):  # one row group at a time: damage is placed in its group
-                    for batch in pf.iter_batches(batch_size=self.batch_rows, row_groups=[group],
-                                                 columns=self.columns, use_threads=False):
-                        out = self._parse(name, self.lines + 1, batch, problems, counters)
-                        self.lines += batch.num_rows
-                        self.compressed_read = size * self.lines // max(self.num_rows, 1)
-                        yield out
+            for batch in parquet_batches(self.path, self.columns, self.batch_rows):
+                out = self._parse(name, self.lines + 1, batch, problems, counters)
+                self.lines += batch.num_rows
+                self.compressed_read = size * self.lines // max(self.num_rows, 1)
+                yield out
         except (OSError, pa.ArrowException) as e:
             problems.add(name, self.lines + 1, Reason.CORRUPT_STREAM, f"parquet: {e}")
 

@@ -33,6 +33,12 @@ _SHARD_RE = re.compile(r"^(?P<base>.+)-(?P<i>\d{5})-of-(?P<last>\d{5})\.bin$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+def parse_shard_name(name: str) -> tuple[str, int, int] | None:
+    """``(base, i, last)`` of a Pythia shard file name ``{base}-{i:05}-of-{last:05}.bin``, else None."""
+    m = _SHARD_RE.match(name)
+    return (m["base"], int(m["i"]), int(m["last"])) if m else None
+
+
 def shard_name(base: str, i: int, n: int) -> str:
     """Pythia's name of shard ``i`` of ``n``: ``{base}-{i:05}-of-{n-1:05}.bin``."""
     return f"{base}-{i:05}-of-{n - 1:05}.bin"
@@ -265,18 +271,23 @@ def read_hash_lines(path: str | os.PathLike) -> list[tuple[str, str]]:
     return out
 
 
-def verify_hashes(folder: str | os.PathLike, hashes_path: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
-    """Match / Mismatch / Missing for each listed file under ``folder``; ``ok`` only if all match."""
+def verify_hashes(folder: str | os.PathLike, hashes_path: str | os.PathLike, progress: bool = True,
+                  only: set[str] | None = None) -> dict[str, Any]:
+    """Match / Mismatch / Missing for each listed file under ``folder``; ``ok`` only if all match. With
+    ``only``, listed files outside it are ``Skipped`` (not read) and ``ok`` covers the others."""
     d = Path(folder)
     if not d.is_dir():
         raise NotFoundError(f"{d}: no such folder; pass the folder holding the shards")
     entries = read_hash_lines(hashes_path)
     present = [(n, h, d / n) for n, h in entries]
-    total = sum(p.stat().st_size for _, _, p in present if p.is_file())
+    total = sum(p.stat().st_size for n, _, p in present if p.is_file() and (only is None or n in only))
     bar = _bar(progress, total, "sha256")
     files = []
     try:
         for name, expected, p in present:
+            if only is not None and name not in only:
+                files.append({"file": name, "status": "Skipped", "expected": expected, "found": None})
+                continue
             if not p.is_file():
                 files.append({"file": name, "status": "Missing", "expected": expected, "found": None})
                 continue
@@ -286,12 +297,13 @@ def verify_hashes(folder: str | os.PathLike, hashes_path: str | os.PathLike, pro
             )
     finally:
         bar.close()
-    counts = {s: sum(1 for f in files if f["status"] == s) for s in ("Match", "Mismatch", "Missing")}
+    counts = {s: sum(1 for f in files if f["status"] == s) for s in ("Match", "Mismatch", "Missing", "Skipped")}
     return {
         "folder": str(d),
         "files": files,
         "match": counts["Match"],
         "mismatch": counts["Mismatch"],
         "missing": counts["Missing"],
-        "ok": counts["Match"] == len(files),
+        **({"skipped": counts["Skipped"]} if only is not None else {}),
+        "ok": counts["Match"] == len(files) - counts["Skipped"],
     }

@@ -56,12 +56,13 @@ def test_dataset_measures_a_treatment_effect(world):
     res = build_dataset(order, documents, _cfg(ckpts), tmp / "out", progress=False)
     assert res["rows"] == 36 and res["treated"] == 24 and res["control"] == 12 and res["revisions"] == 7
     ds = pq.read_table(tmp / "out" / "dataset.parquet").to_pylist()
-    assert len(ds) == 36 * 7
+    assert len(ds) == 36 * 7 and "input_ids" not in ds[0]  # rows.parquet holds it once, not per checkpoint
     rows = pq.read_table(tmp / "out" / "rows.parquet").to_pylist()
     assert [r["train_index"] for r in rows] == list(range(36))
     for r in rows:
         assert r["index"] == r["sample_index"] == r["step"] * B + r["slot"]
         np.testing.assert_array_equal(r["tokens"], order.row(r["sample_index"])[:64])
+        assert r["input_ids"] == order.row(r["sample_index"]).tolist()  # the whole row, for attribution tools
         if r["group"] == "treated":
             assert r["step"] < STEPS and r["treatment_step"] > r["step"] >= r["before_step"]
             assert sum(r["doc_tokens"]) == L + 1 and set(r["pile_set_names"]) <= {"Github", "ArXiv", "Pile-CC"}

@@ -6,7 +6,6 @@ library computes with kernels and inverse files is checked against brute force o
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -251,7 +250,7 @@ def test_step_slot_arithmetic_on_the_order(raw, tmp_path):
         assert o.trained(o.trained_samples - 1) is True and o.trained(o.trained_samples) is False
 
 
-def test_describe_sample_metadata_and_text(raw, tmp_path):
+def test_describe_sample_metadata_and_text(raw, tmp_path, request):
     prefix, cfg, order = raw
     docs = tmp_path / "docs.parquet"
     n = len(SIZES)
@@ -271,10 +270,7 @@ def test_describe_sample_metadata_and_text(raw, tmp_path):
     for s in rec["spans"]:
         assert s["metadata"]["source_line"] == 100 + s["doc_id"]
         assert s["metadata"]["meta"] == {"pile_set_name": "x"}
-    path = os.environ.get("PILE_INDEX_TOKENIZER", "/work/shared/data/20B_tokenizer.json")
-    if not Path(path).is_file():
-        pytest.skip("no tokenizer file (set PILE_INDEX_TOKENIZER)")
-    tok = load_tokenizer(path)
+    tok = load_tokenizer(request.getfixturevalue("real_tokenizer_path"))  # skips with a reason when absent
     rec = describe_sample(order, 2, 3, tokenizer=tok)
     assert rec["text"] == tok.decode(rec["tokens"], skip_special_tokens=False)
 

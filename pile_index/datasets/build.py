@@ -6,10 +6,13 @@ them at every checkpoint (:mod:`pile_index.scorer`), and writes, under ``OUT/``:
 - ``rows.parquet``: one row per training row: contiguous ``train_index``, ``sample_index`` (= ``index`` of
   EleutherAI's pythia-memorized-evals), ``step``, ``slot``, ``group`` (treated / control), ``cohort``,
   ``treatment_step`` (first checkpoint after the row's step), ``before_step`` (last checkpoint not yet
-  trained on it), source ``doc_ids`` / ``doc_tokens`` / ``pile_set_names`` and the first 64 ``tokens``;
+  trained on it), source ``doc_ids`` / ``doc_tokens`` / ``pile_set_names``, the first 64 ``tokens`` and the
+  whole row as ``input_ids`` (seq_length + 1 ids, list<uint16> or list<int32> as in ``pile-index export
+  parquet``), so the rows feed TRAK / Kronfluence / LogIX / dattri without another join;
 - ``checkpoints.parquet``: revision, its step, resolved commit sha, weight hashes, duplicates;
-- ``dataset.parquet``: rows x checkpoints with ``loss``, ``entropy``, ``accuracy``, ``memorized``,
-  ``memorization_score`` and the checkpoint record;
+- ``dataset.parquet``: rows x checkpoints (every rows column but ``input_ids``, which would repeat per
+  checkpoint) with ``loss``, ``entropy``, ``accuracy``, ``memorized``, ``memorization_score`` and the
+  checkpoint record;
 - ``summary/*.parquet`` and ``plots/*.png`` (:mod:`pile_index.datasets.summary`).
 
 Every revision is resolved before the first is scored (:func:`~pile_index.scorer.checkpoint.resolve_revisions`):
@@ -30,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,10 +45,12 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_path, write_bytes
 from ..sql.docstore import DocumentTable
-from ..errors import ConfigError, FormatError, PileIndexError
+from ..errors import ConfigError, PileIndexError
+from ..jobs import claim_folder
+from ..order.export import input_ids_array
 from .schedule import before_steps, revision_step, treatment_steps
 from .selection import SelectionConfig, Strategy, select_rows
-from ..sidecar import load_sidecar, optional, read_json
+from ..sidecar import load_sidecar, optional
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
@@ -152,6 +156,7 @@ def build_rows_table(order, documents: DocumentTable | None, treated: np.ndarray
         "doc_tokens": pa.array(doc_tokens, pa.list_(pa.int64())),
         "pile_set_names": pa.array(names, pa.list_(pa.string())),
         "tokens": pa.array(first.tolist(), pa.list_(pa.int64())),
+        "input_ids": input_ids_array(rows),
     })
     return table, rows
 
@@ -235,32 +240,13 @@ def _with_next_step(e: PileIndexError, next_step: str, text: str) -> PileIndexEr
 
 
 def _open_parts(parts: Path, job: dict[str, Any], out: Path, restart: bool) -> None:
-    """Make ``parts`` hold parts of ``job`` only: refuse parts of another job (naming what differs), or, with
-    ``restart``, delete them first."""
-    job_file = parts / "job.json"
+    """Make ``parts`` hold parts of ``job`` only (:func:`~pile_index.jobs.claim_folder`): parts of another job
+    are refused, naming what differs, or, with ``restart``, deleted first."""
     fix = "restart=True deletes them and starts over, or use another out folder"
-    if restart and parts.exists():
-        log.info("restart: deleting %s", parts)
-        shutil.rmtree(parts)
-    if parts.is_dir() and any(parts.iterdir()):
-        try:
-            old = read_json(job_file) if job_file.is_file() else None
-        except FormatError:
-            old = None
-        if not isinstance(old, dict):
-            raise _with_next_step(FormatError(
-                f"{parts}: holds files but no readable job.json (not parts of a dataset build, or damaged)"),
-                "restart", fix)
-        if not isinstance(old.get("job"), dict):
-            raise _with_next_step(ConfigError(
-                f"{out}: holds parts in the layout of an earlier pile-index version (parts named by position)"),
-                "restart", fix)
-        if old["job"] != job:
-            diff = sorted(k for k in set(old["job"]) | set(job) if old["job"].get(k) != job.get(k))
-            raise _with_next_step(ConfigError(
-                f"{out}: holds parts of a different dataset (differs in: {', '.join(diff)})"), "restart", fix)
-    parts.mkdir(parents=True, exist_ok=True)
-    write_bytes(job_file, (json.dumps({"job": job}, sort_keys=True, indent=1) + "\n").encode())
+    try:
+        claim_folder(parts, job, restart=restart, what="dataset", units="parts", shown=out)
+    except PileIndexError as e:
+        raise _with_next_step(e, "restart", fix) from None
 
 
 def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, out_dir: str | os.PathLike, *,
@@ -351,7 +337,7 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     con.register("ck_t", ck_tbl)
     con.register("scores_t", pa.concat_tables(pq.read_table(part_path[t]) for t in tasks))
     joined = con.sql(
-        "SELECT r.*, c.checkpoint_step, s.revision, c.model, c.commit_sha, c.weights_sha256, c.duplicate_of, "
+        "SELECT r.* EXCLUDE (input_ids), c.checkpoint_step, s.revision, c.model, c.commit_sha, c.weights_sha256, c.duplicate_of, "
         "s.loss, s.entropy, s.accuracy, s.memorized, s.memorization_score "
         "FROM scores_t s JOIN rows_t r USING (train_index) JOIN ck_t c USING (revision) "
         "ORDER BY r.train_index, c.checkpoint_step"

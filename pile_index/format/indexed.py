@@ -322,6 +322,25 @@ class IndexedDatasetWriter:
         self.add_item(tokens)
         self.end_document()
 
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Each row of the 2-D ``rows`` as one item and one document: the bytes of ``add_document`` per row,
+        in one write (a preshuffled store holds one training row per item)."""
+        arr = np.asarray(rows)
+        if arr.ndim != 2:
+            raise QueryError(f"rows: expected a 2-D array (rows, tokens), found shape {arr.shape}")
+        n = arr.shape[0]
+        if arr.dtype != self.dtype:
+            arr = arr.astype(self.dtype)
+        while self._n + n > self._sizes.size:
+            self._sizes = np.resize(self._sizes, self._sizes.size * 2)
+        while self._n_docs + n > self._doc_idx.size:
+            self._doc_idx = np.resize(self._doc_idx, self._doc_idx.size * 2)
+        self._sizes[self._n : self._n + n] = arr.shape[1]
+        self._doc_idx[self._n_docs : self._n_docs + n] = np.arange(self._n + 1, self._n + n + 1)
+        self._n += n
+        self._n_docs += n
+        self._bin.write(np.ascontiguousarray(arr).tobytes())
+
     def finalize(self) -> None:
         sizes = self._sizes[: self._n]
         self._stack.close()

@@ -28,12 +28,10 @@ its tensors, so revisions that carry identical weights (pythia issues 195, 205, 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, FormatError, NotFoundError
+from ..hub_cache import SHA_RE, hub_cache_dir, hub_offline, is_hub_id, quiet_hub_logs
+from ..hub_cache import repo_cache_folder as _repo_cache_folder
 from ..sidecar import read_json
 from .model import GPTNeoX, GPTNeoXConfig, expected_shapes, show_value
 
@@ -54,9 +54,7 @@ KEY_ALIASES = {"lm_head.weight": "embed_out.weight"}
 
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
-_HUB_ID_RE = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
+_SHA_RE = SHA_RE
 
 MAX_INDEX_BYTES = 64 << 20
 """A ``*.index.json`` lists one line per tensor (Pythia-12b: ~40 kB); past 64 MiB it is not a weight index."""
@@ -119,27 +117,8 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def hub_cache_dir() -> Path:
-    """The hub cache folder, by huggingface_hub's rules: $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path("~/.cache/huggingface/hub").expanduser()
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def repo_cache_folder(model_id: str, cache_dir: Path | None = None) -> Path:
-    return (cache_dir or hub_cache_dir()) / ("models--" + model_id.replace("/", "--"))
-
-
-def is_hub_id(model: str) -> bool:
-    """``Org/name`` as the hub spells repo ids: letters, digits, ``_ . -``, each part starting and ending with a
-    letter, digit or ``_``, no ``--`` or ``..``, at most 96 characters."""
-    return len(model) <= 96 and _HUB_ID_RE.match(model) is not None and "--" not in model and ".." not in model
+    return _repo_cache_folder(model_id, cache_dir, "model")
 
 
 def is_local_path(model: str) -> bool:
@@ -431,18 +410,6 @@ def resolve_revisions(model: str, revisions: Sequence[str | None], *, allow_down
     )
 
 
-@contextlib.contextmanager
-def _quiet_hub_logs():
-    """The hub client logs a warning per retry ('Retrying in 1s [Retry 1/5]'): our one error says it instead."""
-    lg = logging.getLogger("huggingface_hub")
-    old = lg.level
-    lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        lg.setLevel(old)
-
-
 def _offline_or_not_found(model: str, revision: str, e: Exception | None = None) -> NotFoundError:
     cause = f" ({type(e).__name__})" if e is not None else ""
     return NotFoundError(
@@ -467,7 +434,7 @@ def _hub_refs(model: str) -> tuple[set[str], Exception | None]:
     request with a timeout first (the repo's main, which also tells whether the hub can be reached), then the
     list of refs; no retries."""
     hub = _hub_client()
-    with _quiet_hub_logs():
+    with quiet_hub_logs():
         try:
             api = hub.HfApi()
             api.model_info(model, timeout=HUB_TIMEOUT_S)
@@ -482,7 +449,7 @@ def _download(model: str, revision: str, cache: Path) -> None:
     first with one request without retries (the repo at that revision and its file list); if that fails,
     one 'offline or not found' error, and nothing else is tried."""
     hub = _hub_client()
-    with _quiet_hub_logs():
+    with quiet_hub_logs():
         try:
             info = hub.HfApi().model_info(model, revision=revision, timeout=HUB_TIMEOUT_S)
         except Exception as e:  # the client raises many kinds (connection, timeout, HTTP, repo/revision not found)

@@ -633,15 +633,7 @@ class TrainingOrder(_OrderBase):
         arrays ``row`` (position in ``sample_indices``, ascending), ``doc_id``, ``doc_start``, ``doc_end``, in
         row order and, within a row, in token order. Rows whose pieces do not tile seq_length + 1 are a
         FormatError, as in :meth:`rows`."""
-        ks = _check_samples(sample_indices, self.num_samples)
-        items, offsets, lengths = self._pieces(ks)
-        width = self.seq_length + 1
-        ends = np.cumsum(lengths)
-        row = (ends - lengths) // width
-        if (ends.size and int(ends[-1]) != ks.size * width) or np.any((ends - 1) // width != row):
-            bad = int(row[np.flatnonzero((ends - 1) // width != row)[0]]) if ends.size and \
-                np.any((ends - 1) // width != row) else 0
-            raise FormatError(self._corrupt(int(ks[min(bad, ks.size - 1)])))
+        row, items, offsets, lengths = self.pieces(sample_indices)
         return {"row": row, "doc_id": items, "doc_start": offsets, "doc_end": offsets + lengths}
 
     def _corrupt(self, k: int) -> str:

@@ -129,7 +129,7 @@ def step_rows(request: Request, step: int) -> list[dict[str, Any]]:
     corpus = corpus_of(request)
     order = corpus.order
     tokens = order.batch(step)  # range-checked: a step past the order is a QueryError
-    ks = np.arange(order.sample_index(step, 0), order.sample_index(step, order.batch_size - 1) + 1, dtype=np.int64)
+    ks = np.arange(*order.step_rows(step), dtype=np.int64)
     heads = [row[:HEAD_TOKENS].tolist() for row in tokens]
     texts = corpus.tokenizer.decode_batch(heads, skip_special_tokens=False) if corpus.tokenizer is not None else None
     spans = [order.spans(int(k)) for k in ks]
@@ -140,7 +140,7 @@ def step_rows(request: Request, step: int) -> list[dict[str, Any]]:
     for i, k in enumerate(ks.tolist()):
         out.append({"slot": i, "sample_index": k, "head_tokens": heads[i], "head_text": texts[i] if texts else None,
                     "spans": None if spans[i] is None else len(spans[i]), "dominant_source": dominant[i],
-                    "trained": k < order.trained_samples})
+                    "trained": order.trained(k)})
     return out
 
 
@@ -148,7 +148,7 @@ def sample(request: Request, step: int, slot: int) -> dict[str, Any]:
     """``/v1/samples/{step}/{slot}`` with each span's own text (the span's tokens decoded alone)."""
     corpus = corpus_of(request)
     rec = answer(sample_routes.get_sample(corpus, step, slot, text=True))
-    rec.setdefault("trained", rec["sample_index"] < corpus.order.trained_samples)
+    rec.setdefault("trained", corpus.order.trained(rec["sample_index"]))
     for s in rec["spans"] or []:
         a = s["sample_start"]
         piece = rec["tokens"][a : a + s["doc_end"] - s["doc_start"]]

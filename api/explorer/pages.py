@@ -117,7 +117,7 @@ def step_page(request: Request, step: Id):
     else:
         bar_note = "no composition: " + ("a preshuffled store has no documents" if order.preshuffled
                                          else "no documents table")
-    last = order.num_samples // order.batch_size - 1
+    last = order.full_steps - 1
     return page("step.html", title=f"Step {step:,}", nav="step", step=step, rows=rows, bar=bar, bar_note=bar_note,
                 comp=comp, palette=palette, last_step=last, train_steps=order.train_steps,
                 trained=step < order.train_steps, batch_size=order.batch_size)
@@ -137,7 +137,7 @@ def sample_page(request: Request, step: Id, slot: Id):
                                   f"loss of this row by checkpoint in dataset {d['name']}", "loss_by_checkpoint", marks)
     order = corpus.order
     return page("sample.html", title=f"Sample {step:,}/{slot:,}", nav="sample", rec=rec, palette=palette,
-                sets=sets, batch_size=order.batch_size, page_tokens=_doc_page(settings), last_step=order.num_samples // order.batch_size - 1)
+                sets=sets, batch_size=order.batch_size, page_tokens=_doc_page(settings), last_step=order.full_steps - 1)
 
 
 @router.get("/documents/{doc_id}")

@@ -138,7 +138,7 @@ def build_rows_table(order, documents: DocumentTable | None, treated: np.ndarray
     order_ix = np.argsort(ks, kind="stable")
     ks, group = ks[order_ix], group[order_ix]
     rows = order.rows(ks)
-    steps = ks // order.batch_size
+    steps, slots = order.step_slot(ks)
     is_t = group == "treated"
     cohort = np.where(is_t, steps // cohort_steps, -1)
     treat = np.where(is_t, treatment_steps(steps, checkpoint_steps), -1)
@@ -150,7 +150,7 @@ def build_rows_table(order, documents: DocumentTable | None, treated: np.ndarray
         "sample_index": pa.array(ks),
         "index": pa.array(ks),
         "step": pa.array(steps),
-        "slot": pa.array(ks % order.batch_size),
+        "slot": pa.array(slots),
         "group": pa.array(group.tolist(), pa.string()),
         "cohort": pa.array(cohort.astype(np.int64)),
         "treatment_step": pa.array(treat.astype(np.int64)),

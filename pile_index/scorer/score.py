@@ -19,6 +19,7 @@ most CPUs), bf16 on CUDA (fp16 where bf16 is missing); softmax statistics are fp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -330,9 +331,9 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
             return cached[sl]
         return rows
 
-    redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
-    redirect.__enter__()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar, not through it
+        stack.callback(bar.close)  # closed first, then the redirect ends
         for ri, rev in enumerate(revisions):
             key = str(ri)
             todo = [ci for ci in range(n_chunks) if not manifest.done(names[ri][ci])]
@@ -385,9 +386,6 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
                 manifest.data["parts"][name] = {"rows": table.num_rows, "bytes": (parts / name).stat().st_size}
                 manifest.save()
             del net
-    finally:
-        bar.close()
-        redirect.__exit__(None, None, None)
 
     # stream the parts into the final file (one part in memory at a time; per-token jobs can be large)
     meta = {b"pile_index.score": json.dumps(

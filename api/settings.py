@@ -32,6 +32,8 @@ class Settings:
     explorer_max_chart_rows: int = field(default=1 << 20, metadata={"help": "training rows the explorer's "
                                          "overview reads for its composition chart (the first steps past it)"})
     sql_max_rows: int = field(default=10_000, metadata={"help": "rows an SQL query returns before truncation"})
+    sql_workers: int = field(default=2, metadata={"help": "SQL queries run at once, on a thread pool of their own "
+                             "(more wait for a free worker), so heavy queries cannot take the threads look-ups run on"})
     sql_timeout_s: float = field(default=10.0, metadata={"help": "seconds an SQL query may run (parse to last row encoded)"})
     max_sql_chars: int = field(default=100_000, metadata={"help": "characters of one SQL text, checked before it is parsed"})
     max_response_bytes: int = field(default=32 << 20, metadata={"help": "bytes of JSON rows one SQL answer may hold"})

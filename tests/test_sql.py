@@ -517,3 +517,19 @@ def test_timeout_interrupts_only_its_own_query_on_a_shared_sandbox(store_prefix)
     assert "stopped" in out["slow"]
     assert run_sql("SELECT 41 + 1", files, sandboxes=sandboxes).rows == [[42]]
     sandboxes.close()
+
+
+def test_sql_string_round_trips_through_duckdb(tmp_path):
+    """The one literal quoting (view definitions, SET lists, read_parquet paths): DuckDB reads it back as is."""
+    import duckdb
+
+    from pile_index.sql.quote import sql_string
+
+    con = duckdb.connect(":memory:")
+    for value in ["plain", "it's", "''", "a\"b", "back\\slash", "ü ☃", tmp_path / "o'neil dir" / "x.parquet"]:
+        assert con.execute(f"SELECT {sql_string(value)}").fetchone()[0] == str(value)
+    folder = tmp_path / "it's here"
+    folder.mkdir()
+    pq.write_table(pa.table({"x": [1, 2]}), folder / "t.parquet")
+    assert con.execute(f"SELECT sum(x) FROM read_parquet({sql_string(folder / 't.parquet')})").fetchone()[0] == 3
+    con.close()

@@ -66,7 +66,7 @@ def _views(corpus: Corpus, settings: Settings, q: SqlQuery) -> dict[str, Any]:
             a, b = int(lo), int(hi)
         except ValueError as e:
             raise QueryError(f"steps={q.steps!r}: expected A:B, e.g. 0:1000") from e
-        extra["row_pieces"] = lambda: row_pieces_table(corpus.order, a, b, q.bucket_steps)
+        extra["row_pieces"] = lambda: row_pieces_table(corpus.order, a, b, q.bucket_steps, settings.max_view_rows)
     if q.ngram_tokens is not None or q.ngram_text is not None:
         def occurrences() -> Any:
             ids = query_ids(corpus, settings, q.ngram_tokens, q.ngram_text)

@@ -598,7 +598,7 @@ def _build_shards_on_ray(store: TokenStore, todo: list, folder: Path, n_shards: 
     try:
         import ray
     except ImportError as e:
-        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
     started = not ray.is_initialized()
     if started:
         if address == "local":
@@ -822,6 +822,20 @@ class NgramIndex:
                     f"`pile-index verify` and rebuild it with `pile-index ngram build`")
         return doc, off
 
+    # -- batch queries and trace live in their own modules (batch.py, trace.py); these are their entry points --
+
+    def count_many(self, queries: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+        """Exact counts of many n-grams (int64, order kept), each equal to :meth:`count`; see :mod:`.batch`."""
+        from .batch import count_many
+
+        return count_many(self, queries)
+
+    def trace(self, ids: Sequence[int] | np.ndarray, **options: Any) -> dict[str, Any]:
+        """The maximal spans of ``ids`` that occur in the index, with counts (options: see :func:`.trace.trace`)."""
+        from .trace import trace
+
+        return trace(self, ids, **options)
+
 
 def positions_to_documents(store: TokenStore, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Store token positions -> (item, offset in item). Empty items never hold a position."""
@@ -858,7 +872,7 @@ def query_tokens(
                              f"text must be valid Unicode") from None
         if tokenizer is None:
             raise ConfigError(
-                "a text query needs the store's tokenizer: pass --tokenizer PATH_OR_HUB_ID "
+                "a text query needs the store's tokenizer: pass `tokenizer` PATH_OR_HUB_ID "
                 "(or keep PREFIX.tokenizer.json beside the store)"
             )
         ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)

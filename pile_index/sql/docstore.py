@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, FormatError, NotFoundError
+from .quote import sql_string
 
 log = logging.getLogger(__package__)
 
@@ -104,7 +105,7 @@ class DocumentTable:
             raise FormatError(f"{self.path}: column types: {', '.join(wrong)}; expected {want}; {_FIX}")
         try:
             with self._lock:
-                self._con.execute(f"CREATE VIEW documents AS SELECT * FROM read_parquet('{_sql_str(self.path)}')")
+                self._con.execute(f"CREATE VIEW documents AS SELECT * FROM read_parquet({sql_string(self.path)})")
                 self.count = int(self._con.execute("SELECT count(*) FROM documents").fetchall()[0][0])
         except duckdb.Error as e:
             self._con.close()
@@ -196,5 +197,3 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _sql_str(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -4,23 +4,24 @@ Safety (datasette's model), in this order:
 
 1. Bounds before any parsing: at most ``max_sql_chars`` characters (setting ``max_sql_chars``), valid
    Unicode (no lone surrogate), and a first keyword that starts a read query (:data:`QUERY_KEYWORDS`).
-2. A session of its own per query (a cursor on the sandbox's in-memory database, :class:`SqlSandbox`, which
-   a service makes once per set of exposed files and reuses), and the parse inside it (``json_serialize_sql``, which
-   serializes only SELECT-type statements): DuckDB parses with the GIL released, under the time limit.
-   ``duckdb.extract_statements`` would hold the GIL for the whole parse (measured: 25 s for 2 MB of
-   parentheses, every other request stalled). Exactly one statement, and it must be a query.
-3. The exposed Parquet files become views over neutral names, once per sandbox: symlinks in a private folder of this process
-   (``/tmp/pile-index-sql-PID-*/documents.parquet``), so views, file metadata and error messages never show
-   where the store lives. Then DuckDB itself is locked down: ``allowed_paths`` = exactly those files,
-   ``enable_external_access = false`` (no other file, no ATTACH, no COPY, no extension install), extension
-   autoload off, spill files in a folder of their own, ``lock_configuration = true`` (no SET), before any
-   query runs. Tables built for one query (``extra``) and the ready views over them are registered on its own
-   session, so concurrent queries never see each other's. DuckDB
-   resolves the links in ``allowed_paths``, so what reads settings or runs SQL from a string
-   (:data:`HIDDEN_FUNCTIONS`) is refused at the parse.
-4. A time limit (``sql_timeout_s``) interrupts the query's session (no other) from a timer thread; a caller whose own
-   limit answers first (the API's ``request_timeout_s``) interrupts it through :class:`SqlCancel`, so no
-   work goes on after the answer. A row limit (``sql_max_rows``, found by fetching one more row) sets
+2. A session of its own per query (a cursor on the sandbox's in-memory database, :class:`SqlSandbox`,
+   which a service makes once per set of exposed files and reuses), and the parse inside it
+   (``json_serialize_sql``, which serializes only SELECT-type statements): DuckDB parses with the GIL
+   released, under the time limit. ``duckdb.extract_statements`` would hold the GIL for the whole parse
+   (measured: 25 s for 2 MB of parentheses, every other request stalled). Exactly one statement, and it must
+   be a query. A text that passed lately is not parsed again (:class:`_Checked`).
+3. The exposed Parquet files become views over neutral names, once per sandbox: symlinks in a private folder
+   of this process (``/tmp/pile-index-sql-PID-*/documents.parquet``), so views, file metadata and error
+   messages never show where the store lives. Then DuckDB itself is locked down, before any query runs:
+   ``allowed_paths`` = exactly those files, ``enable_external_access = false`` (no other file, no ATTACH, no
+   COPY, no extension install), extension autoload off, spill files in a folder of their own,
+   ``lock_configuration = true`` (no SET). Tables built for one query (``extra``) and the ready views over
+   them live in its own session, so concurrent queries never see each other's. DuckDB resolves the links in
+   ``allowed_paths``, so what reads settings or runs SQL from a string (:data:`HIDDEN_FUNCTIONS`) is refused
+   at the parse.
+4. A time limit (``sql_timeout_s``) interrupts the query's session (no other) from a timer thread; a caller
+   whose own limit answers first (the API's ``request_timeout_s``) interrupts it through :class:`SqlCancel`,
+   so no work goes on after the answer. A row limit (``sql_max_rows``, found by fetching one more row) sets
    ``truncated: true``; ``max_response_bytes`` bounds the JSON of the rows while it is produced.
 
 Values are encoded to JSON by DuckDB itself (``to_json``), column type by column type, so nothing goes
@@ -62,12 +63,13 @@ import pyarrow.compute as pc
 
 from ..errors import ConfigError, LimitError, NotFoundError, QueryError
 from ..format.indexed import strip_prefix
+from ..settings import default
+from .quote import sql_string
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 EXPOSED_FILES = ("documents", "spans", "occurrences", "scores")
 DATASET_TABLE = "dataset.parquet"  # the table a `dataset build` folder holds (pile_index.datasets)
-MAX_VIEW_ROWS = 1 << 24  # training rows one row_pieces table may expand (16.8M rows, ~1 GB of pieces)
 
 # Defaults of the limits (the service's settings of the same names override them).
 MAX_ROWS = 10_000
@@ -218,7 +220,7 @@ def _check_text(sql: str, max_sql_chars: int) -> str:
 def _check_statement(con: duckdb.DuckDBPyConnection, sql: str, keyword: str) -> None:
     """DuckDB's own parse, with the GIL released: exactly one statement, a query, and none of
     :data:`HIDDEN_FUNCTIONS`."""
-    pattern = _sql_str(f'"function_name":"({"|".join(HIDDEN_FUNCTIONS)})"')
+    pattern = sql_string(f'"function_name":"({"|".join(HIDDEN_FUNCTIONS)})"')
     (error, kind, message), n, hidden = con.execute(
         "SELECT json_extract_string(j, ['$.error', '$.error_type', '$.error_message']), "
         f"json_array_length(j, '$.statements'), regexp_extract(j, {pattern}, 1, 'i') "
@@ -406,14 +408,6 @@ def _remove_stale(tmp: Path, prefix: str) -> None:
 _ALIASES = _Aliases()
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _ident(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
-
-
 def _connect(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(":memory:", config={
         "threads": threads, "memory_limit": memory_limit, "temp_directory": str(_ALIASES.spill_folder()),
@@ -431,12 +425,12 @@ def _expose_files(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path | lis
         links = [str(_ALIASES.link(name, Path(os.path.abspath(p)))) for p in paths]
         for link, p in zip(links, paths):
             aliases[link] = (name, str(p))
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{', '.join(map(_sql_str, links))}], "
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{', '.join(map(sql_string, links))}], "
                     f"union_by_name = true)")
         tables.append(name)
         allowed += links
     # GLOBAL: TimeZone is a session setting, and every query runs on a cursor (a session) of its own.
-    con.execute(f"SET GLOBAL TimeZone = 'UTC'; SET allowed_paths = [{', '.join(map(_sql_str, allowed))}]; "
+    con.execute(f"SET GLOBAL TimeZone = 'UTC'; SET allowed_paths = [{', '.join(map(sql_string, allowed))}]; "
                 "SET enable_external_access = false; SET lock_configuration = true")
 
 
@@ -608,21 +602,21 @@ def _json_expr(x: str, t: Any, depth: int = 0) -> str:
         return f"'{{' || array_to_string(list_transform(map_entries({x}), lambda {e}: {inner}), ',') || '}}'"
     if kind in ("struct", "tuple"):
         named = kind == "struct"
-        parts = [(_sql_str(json.dumps(k, ensure_ascii=False) + ":") + ", " if named else "")
+        parts = [(sql_string(json.dumps(k, ensure_ascii=False) + ":") + ", " if named else "")
                  + item(f"struct_extract_at({x}, {i})", c) for i, (k, c) in enumerate(_children(t), 1)]
         body = ", ',', ".join(parts)
         start, end = ("'{'", "'}'") if named else ("'['", "']'")
         return f"CASE WHEN {x} IS NULL THEN NULL ELSE concat({start}, {body}, {end}) END"
     if kind == "union":
-        arms = " ".join(f"WHEN union_tag({x}) = {_sql_str(k)} THEN concat({_sql_str('{' + json.dumps(k, ensure_ascii=False) + ':')}, "
-                        f"{item(f'union_extract({x}, {_sql_str(k)})', c)}, '}}')" for k, c in _children(t)[1:])
+        arms = " ".join(f"WHEN union_tag({x}) = {sql_string(k)} THEN concat({sql_string('{' + json.dumps(k, ensure_ascii=False) + ':')}, "
+                        f"{item(f'union_extract({x}, {sql_string(k)})', c)}, '}}')" for k, c in _children(t)[1:])
         return f"CASE WHEN {x} IS NULL THEN NULL {arms} END"
     # JSON and VARIANT values (and any type added later) are embedded as their JSON text, unless it holds NaN
     # or Infinity, which DuckDB's JSON accepts and JSON does not: with the strings blanked out, any 'nan' or
     # 'inf' left is such a number.
     text = f"{x}::VARCHAR" if str(t) == "JSON" else f"to_json({x})::VARCHAR"
-    return (f"CASE WHEN regexp_matches(lower(regexp_replace({text}, {_sql_str(_JSON_STRING)}, '', 'g')), 'nan|inf') "
-            f"THEN error({_sql_str(_NOT_JSON)}) ELSE {text} END")
+    return (f"CASE WHEN regexp_matches(lower(regexp_replace({text}, {sql_string(_JSON_STRING)}, '', 'g')), 'nan|inf') "
+            f"THEN error({sql_string(_NOT_JSON)}) ELSE {text} END")
 
 
 def _column_json(x: str, t: Any, max_bytes: int) -> str:
@@ -631,7 +625,7 @@ def _column_json(x: str, t: Any, max_bytes: int) -> str:
     if t.id not in ("varchar", "blob"):
         return _json_expr(x, t)
     size = "strlen" if t.id == "varchar" else "octet_length"
-    return f"CASE WHEN {size}({x}) > {int(max_bytes)} THEN error({_sql_str(_TOO_LARGE)}) ELSE {_json_expr(x, t)} END"
+    return f"CASE WHEN {size}({x}) > {int(max_bytes)} THEN error({sql_string(_TOO_LARGE)}) ELSE {_json_expr(x, t)} END"
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int, max_bytes: int,
@@ -776,42 +770,32 @@ def _stopped(reason: str, timeout_s: float) -> LimitError:
 
 
 def row_pieces_table(order: Any, step_lo: int, step_hi: int, bucket_steps: int | None = None,
-                     max_rows: int = MAX_VIEW_ROWS) -> pa.Table:
+                     max_rows: int | None = None) -> pa.Table:
     """The document pieces of every training row in steps [step_lo, step_hi) as an Arrow table:
     step, slot, sample_index, doc_id, doc_start, doc_end (document tokens [doc_start, doc_end) are in the
-    row), bucket_start, bucket_end. Built from the index maps with numpy (GPT2Dataset.__getitem__'s
-    arithmetic, vectorised; no Python loop over rows). Needs a raw store with index maps."""
+    row), bucket_start, bucket_end. The pieces of the order's one walk (``TrainingOrder.pieces``, GPT2Dataset.
+    __getitem__'s; no Python loop over rows). Needs a raw store with index maps. At most ``max_rows`` rows
+    (default: the setting max_view_rows, 16.8M rows, ~1 GB of pieces), checked before anything is read."""
     if getattr(order, "preshuffled", False) or not hasattr(order, "maps"):
         raise ConfigError("the training-row views need document identity: open the raw store with its index "
-                          "maps (order options without --preshuffled)")
-    bs = int(order.batch_size)
-    last_step = int(order.num_samples) // bs
+                          "maps (order options without `preshuffled`)")
+    last_step = int(order.full_steps)
     if not 0 <= step_lo < step_hi <= last_step:
         raise QueryError(f"steps {step_lo:,}:{step_hi:,}: expected 0 <= A < B <= {last_step:,} (steps with full batches)")
-    n_rows = (step_hi - step_lo) * bs
+    k0, k1 = order.step_rows(step_lo, step_hi - 1)
+    n_rows = k1 - k0
+    max_rows = default("max_view_rows") if max_rows is None else int(max_rows)
     if n_rows > max_rows:
-        raise LimitError(f"steps {step_lo:,}:{step_hi:,} are {n_rows:,} rows; at most {max_rows:,} rows "
-                         f"(MAX_VIEW_ROWS) go into row_pieces: narrow the step range")
+        raise LimitError(f"steps {step_lo:,}:{step_hi:,} are {n_rows:,} rows; at most max_view_rows={max_rows:,} "
+                         f"rows go into row_pieces: narrow the step range", "max_view_rows")
     width = max(1, -(-(step_hi - step_lo) // 100)) if bucket_steps is None else int(bucket_steps)
     if width < 1:
         raise ConfigError(f"bucket_steps={width:,}: expected >= 1")
-    maps = order.maps
-    sizes = np.asarray(order.store.sizes)
-    ks = np.arange(step_lo * bs, step_hi * bs, dtype=np.int64)
-    u = np.asarray(maps.shuffle_idx[ks], dtype=np.int64)
-    si = np.asarray(maps.sample_idx)
-    f, a = si[u, 0].astype(np.int64), si[u, 1].astype(np.int64)
-    last, b = si[u + 1, 0].astype(np.int64), si[u + 1, 1].astype(np.int64)
-    cnt = last - f + 1
-    row = np.repeat(np.arange(ks.size), cnt)
-    p = np.repeat(f - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()))
-    doc = np.asarray(maps.doc_idx, dtype=np.int64)[p]
-    start = np.where(p == f[row], a[row], 0)
-    end = np.where(p == last[row], b[row] + 1, sizes[doc].astype(np.int64))
-    keep = end > start
-    row, doc, start, end = row[keep], doc[keep], start[keep], end[keep]
+    ks = np.arange(k0, k1, dtype=np.int64)
+    row, doc, start, length = order.pieces(ks)
+    end = start + length
     k = ks[row]
-    step = k // bs
+    step, slot = order.step_slot(k)
     bucket = step_lo + ((step - step_lo) // width) * width
-    return pa.table({"step": step, "slot": k % bs, "sample_index": k, "doc_id": doc, "doc_start": start,
+    return pa.table({"step": step, "slot": slot, "sample_index": k, "doc_id": doc, "doc_start": start,
                      "doc_end": end, "bucket_start": bucket, "bucket_end": np.minimum(bucket + width, step_hi)})

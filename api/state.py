@@ -15,8 +15,7 @@ import duckdb
 from pile_index import Corpus
 from pile_index.datasets import DatasetQuery
 from pile_index.errors import ConfigError, FormatError
-from pile_index.format import TokenStore
-from pile_index.order import OrderConfig, order_config
+from pile_index.sql import SqlSandboxes
 
 from .settings import Settings
 
@@ -25,44 +24,36 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AppState:
-    """The service's settings, its :class:`Corpus` and the caches of answers computed once per service."""
+    """The service's settings, its :class:`Corpus`, the caches of answers computed once per service, the SQL
+    sandboxes (a locked DuckDB database reused by every query) and the limiter of the SQL worker threads
+    (``sql_workers``; made by the lifespan, in the event loop)."""
 
     settings: Settings
     corpus: Corpus
     cache: dict[str, Any] = field(default_factory=dict)
+    sql: SqlSandboxes = field(default_factory=SqlSandboxes)
+    sql_limiter: Any = None
 
     def close(self) -> None:
+        self.sql.close()
         self.corpus.close()
-
-
-ORDER_SETTINGS = ("order_preset", "seed", "seq_length", "num_samples", "name", "batch_size", "train_steps")
-
-
-def order_spec(settings: Settings):
-    """The order options the settings name, as a function of the store (a preshuffled store's rows stand in
-    for num_samples); called on first use of the order, so missing options refuse only order questions."""
-    s = settings
-
-    def cfg(store: TokenStore) -> OrderConfig:
-        return order_config(s.order_preset, seed=s.seed, seq_length=s.seq_length, num_samples=s.num_samples,
-                            name=s.name, batch_size=s.batch_size, train_steps=s.train_steps,
-                            preshuffled_items=len(store) if s.preshuffled else None)
-
-    return cfg
 
 
 def open_state(settings: Settings) -> AppState:
     """Open and check everything ``settings`` names, so a bad input fails the start, not every request: the
-    store (``prefixes``), its documents table, the tokenizer, the training order (index maps memmapped and
-    range-checked) when any order setting is given, and every dataset folder."""
+    store (``prefixes``), its documents table (its columns read into memory once), the tokenizer, the training
+    order (index maps memmapped and range-checked) when any order setting is given, and every dataset folder."""
     if not settings.prefixes:
         raise ConfigError("Settings.prefixes is empty; pass at least one PREFIX to `pile-index serve`")
-    corpus = Corpus.open(settings.prefixes, order=order_spec(settings), tokenizer=settings.tokenizer,
-                         preshuffled=settings.preshuffled, store_tokenizer=False)
+    opts = settings.order_options()
+    corpus = Corpus.open(settings.prefixes, order=opts.spec(), tokenizer=settings.tokenizer,
+                         preshuffled=opts.preshuffled, store_tokenizer=False)
     state = AppState(settings=settings, corpus=corpus)
     try:
         _ = corpus.documents, corpus.tokenizer
-        if settings.preshuffled or any(getattr(settings, k) is not None for k in ORDER_SETTINGS):
+        if corpus.documents is not None:
+            corpus.documents.load()  # metadata look-ups from arrays, not a DuckDB query per request
+        if opts.given:
             _ = corpus.order  # opened now: missing index maps or a bad option are a start-up error
         state.cache["datasets"] = open_datasets(settings.datasets)
     except BaseException:

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-memorization-score", action="store_true", help="skip greedy decoding (memorized is still computed)")
     p.add_argument("--ban-eod", action="store_true", help="forbid token 0 during greedy decoding (Biderman et al.'s quirk)")
     p.add_argument("--offline", action="store_true", help="never download checkpoints")
+    p.add_argument("--duplicates", action="store_true",
+                   help="add num_duplicates to rows.parquet: trained rows holding the row's tokens [32:64) whole "
+                   "(needs the store's n-gram index: pile-index ngram build)")
     p.add_argument("--ray", metavar="local|auto|ADDRESS", help="fan scoring out on Ray ('local' starts one here)")
     p.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray instance")
     p.add_argument("--out", required=True, help="output folder")
@@ -106,7 +109,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     cfg = DatasetConfig(
         model=args.model, revisions=parse_revisions(args.revisions), selection=sel, chunk_rows=args.chunk_rows,
         batch_rows=args.batch_rows, device=args.device, memorization_score=not args.no_memorization_score,
-        ban_eod=args.ban_eod, allow_download=not args.offline,
+        ban_eod=args.ban_eod, allow_download=not args.offline, duplicates=args.duplicates,
     )
     try:
         res = build_dataset(order, documents_for(order.store), cfg, args.out, ray_address=args.ray,

@@ -3,7 +3,7 @@
 It builds a Pile-style corpus from the Python standard library (sources as "Github", docstrings as
 "StdlibDocs"), trains a GPT-NeoX-style byte-level BPE on it (or uses ``--tokenizer``), then runs the same
 commands a user would, printing each before it runs: ingest, info, order build and stats, a training row
-with its source documents, a document's steps, n-gram count and steps, SQL, a replayed checkpoint series,
+with its source documents, a document's steps, n-gram count, steps, a batch count and a trace, SQL, a replayed checkpoint series,
 scoring, the memorization / influence dataset with its plots, and finally the HTTP API on loopback.
 """
 
@@ -17,9 +17,13 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
+from pile_index.order import OrderOptions
+
 from .main import main as cli_main
+from .order_options import order_argv
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +61,39 @@ def _json(argv: list[str]) -> dict:
     return out
 
 
+def _json_lines(argv: list[str]) -> list[dict]:
+    """Run a command that prints JSON lines; print the first few."""
+    import contextlib
+    import io
+
+    print(f"\n$ pile-index {' '.join(shlex.quote(a) for a in argv)}", flush=True)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli_main(argv)
+    if rc != 0:
+        raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
+    lines = buf.getvalue().splitlines()
+    for line in lines[:4]:
+        print(line if len(line) <= 300 else line[:300] + " ...")
+    return [json.loads(x) for x in lines]
+
+
+def _passage(prefix: str, doc: int) -> tuple[str, list[int]]:
+    """A passage a model might write (a training document's opening, a phrase the corpus lacks, another
+    document's lines) and that document's first 4 token ids."""
+    from tokenizers import Tokenizer
+
+    from pile_index.format import TokenStore
+
+    store = TokenStore(prefix)
+    tok = Tokenizer.from_file(f"{prefix}.tokenizer.json")
+    first = store.get(doc, 0, min(48, int(store.sizes[doc]))).tolist()
+    other = (doc + 7) % len(store)
+    n = int(store.sizes[other])
+    second = store.get(other, min(20, n // 2), min(48, n - min(20, n // 2))).tolist()
+    return tok.decode(first) + " zqxj vrrk wibble " + tok.decode(second), first[:4]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,8 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     one_epoch = (info["tokens"] - 1) // L
     num_samples = int(one_epoch * 1.5)
     train_steps = min(int(one_epoch * 1.3) // B, num_samples // B - 2)
-    order = ["--seed", "1234", "--seq-length", str(L), "--num-samples", str(num_samples), "--batch-size", str(B),
-             "--train-steps", str(train_steps)]
+    order_opts = OrderOptions(seed=1234, seq_length=L, num_samples=num_samples, batch_size=B, train_steps=train_steps)
+    order = order_argv(order_opts)
     print("\n== 3. the exact GPT-NeoX v1.0 training order (doc_idx, sample_idx, shuffle_idx + inverse files)")
     _json(["order", "build", prefix, *order, "--json"])
     _json(["order", "stats", prefix, *order, "--json"])
@@ -101,6 +138,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _run(["ngram", "build", prefix, "--no-progress"])
     _json(["ngram", "count", prefix, "--text", " def __init__(self", "--json"])
     _json(["ngram", "steps", prefix, *order, "--text", " def __init__(self", "--json"])
+    passage, first_ids = _passage(prefix, doc)
+    queries = out / "queries.txt"
+    queries.write_text(" def __init__(self\n return None\n import os\n" + ",".join(map(str, first_ids)) + "\n",
+                       encoding="utf-8")
+    _json_lines(["ngram", "count", prefix, "--file", str(queries), "--json"])  # a batch: one JSON line per query
+    _json(["ngram", "trace", prefix, *order, "--text", passage, "--occurrences", "2", "--json"])
     _json(["sql", prefix, "SELECT pile_set_name, count(*) AS docs, sum(n_tokens) AS tokens FROM documents "
            "GROUP BY ALL ORDER BY tokens DESC", "--json"])
 
@@ -124,7 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ds = out / "dataset"
     # The replayed model trained on steps 0 .. steps-1 only: those rows are the treated ones, and every row from
     # there on is a never-trained control. Lesci et al.'s cohorts: R batches per cohort, S rows per batch.
-    replayed = [*order[:-1], str(args.steps)]
+    replayed = order_argv(replace(order_opts, train_steps=args.steps))
     res = _json(["dataset", "build", prefix, *replayed, "--model", str(ckpts), "--revisions", f"pythia:{args.steps}",
                  "--select", "cohort", "--cohort-steps", str(max(1, args.steps // 4)), "--batches-per-cohort", "4",
                  "--rows-per-batch", "4", "--control-rows", "32", "--offline", "--out", str(ds), "--json"])
@@ -133,7 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"control's): {eff.get('mean_effect'):+.4f} nats/token over {eff.get('n_rows')} rows; plots: {res['plots']}")
 
     print("\n== 8. the HTTP API on loopback (the same answers over HTTP)")
-    _serve_and_query(prefix, order, ds)
+    _serve_and_query(prefix, order_opts, ds)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Serve it yourself with:\n"
           f"  pile-index serve {prefix} {' '.join(order)} --dataset {ds}   # then open http://127.0.0.1:8000/ (explorer; API at /docs)")
     if args.serve:
@@ -141,18 +184,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_and_query(prefix: str, order: list[str], ds: Path) -> None:
+def _serve_and_query(prefix: str, order: OrderOptions, ds: Path) -> None:
     import uvicorn
 
     from api.main import create_app
-    from api.settings import Settings
+    from api.settings import Settings, order_settings
 
-    opts = dict(zip(order[::2], order[1::2]))
-    settings = Settings(
-        prefixes=[prefix], seed=int(opts["--seed"]), seq_length=int(opts["--seq-length"]),
-        num_samples=int(opts["--num-samples"]), batch_size=int(opts["--batch-size"]),
-        train_steps=int(opts["--train-steps"]), datasets=[str(ds)], tokenizer=f"{prefix}.tokenizer.json",
-    )
+    settings = Settings(prefixes=[prefix], datasets=[str(ds)], tokenizer=f"{prefix}.tokenizer.json",
+                        **order_settings(order))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning"))

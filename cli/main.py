@@ -1,7 +1,8 @@
 """The ``pile-index`` command: assembles one argparse sub-command group per module.
 
 Each module in ``COMMAND_MODULES`` has ``register(subparsers)``, which adds its commands and sets
-``func(args) -> int`` on each. Errors of the ``PileIndexError`` family print one line and exit 2. Every
+``func(args) -> int`` on each. Errors of the ``PileIndexError`` family print one line and exit 2; a field
+the core names in backticks (`train_steps`) prints as the command's flag (``--train-steps``). Every
 ``type=int`` / ``type=float`` option parses strictly (ASCII digits; finite).
 
 Output channels: answers go to stdout; log lines and progress bars share stderr, log lines printed above a
@@ -59,6 +60,29 @@ def ascii_float(text: str) -> float:
 
 STRICT_TYPES = {int: ascii_int, float: ascii_float}
 
+FIELD_FLAGS = {"indices_file": "--indices"}
+"""Core field names whose flag is not the one of the same ``dest`` (``indices_file`` is ``--indices``)."""
+
+_FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def _add_field_flags(parser: argparse.ArgumentParser) -> None:
+    """Each command records its flags by field name (``dest``), so that an error naming a field in backticks
+    (the core's `train_steps`) prints as the command's flag (``--train-steps``)."""
+    flags = {a.dest: next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0])
+             for a in parser._actions if a.option_strings and a.dest != "help"}
+    flags.update({k: v for k, v in FIELD_FLAGS.items() if v in parser._option_string_actions})
+    parser.set_defaults(_field_flags=flags)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_field_flags(child)
+
+
+def field_message(message: str, flags: dict[str, str]) -> str:
+    """``message`` with each `field` the command has a flag for written as that flag."""
+    return _FIELD.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
 
 def _strict(parser: argparse.ArgumentParser) -> None:
     """Every ``type=int`` / ``type=float`` option of every command parses strictly (one rule, set here)."""
@@ -95,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(name).register(sub)
     _add_global_flags(parser, top=True)
     _strict(parser)
+    _add_field_flags(parser)
     return parser
 
 
@@ -151,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except PileIndexError as e:
         message = re.sub(r"\s*\n\s*", " ", str(e).strip())  # one line, even when it quotes DuckDB's multi-line text
+        message = field_message(message, getattr(args, "_field_flags", {}))
         print(f"pile-index {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,31 +1,30 @@
-"""``pile-index ngram build|count|locate|steps``, ``pile-index sql`` and ``pile-index attach``."""
+"""``pile-index ngram build|count|locate|steps|trace``, ``pile-index sql`` and ``pile-index attach``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from ingest.attach import MIN_MATCH_FRACTION
-from pile_index.errors import ConfigError, LimitError, QueryError
+from pile_index.errors import ConfigError
 from pile_index.format import TokenStore
-from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, query_tokens
+from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, default_memory, locate_page, query_tokens
+from pile_index.ngram.build import peak_rss_bytes
+from pile_index.ngram.layout import DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_TOKENS
+from pile_index.ngram.trace import DEFAULT_MIN_TOKENS, DEFAULT_OCCURRENCES
+from pile_index.settings import default
 from pile_index.sql import documents_for, tokenizer_for
 
 from .order_options import add_order_options, corpus_from_args, open_order_from_args
 from .output import add_json_flag, emit
 
 log = logging.getLogger(__name__)
-
-
-def _defaults():
-    from api.settings import Settings
-
-    return Settings()
 
 
 def _add_query(p: argparse.ArgumentParser) -> None:
@@ -36,31 +35,60 @@ def _add_query(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = _defaults()
     ng = sub.add_parser("ngram", help="n-gram index: build, count, locate, training steps")
     nsub = ng.add_subparsers(dest="ngram_command", metavar="SUBCOMMAND", required=True)
 
     p = nsub.add_parser("build", help="build the suffix-array index of a store (PREFIX.ngram/)")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
-    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
-                   help=f"most tokens per shard (peak RAM while building is ~22 bytes/token: 5.8 GB for the default {DEFAULT_SHARD_TOKENS:,}; fewer, larger shards answer faster)")
+    p.add_argument("--memory", type=_bytes_arg, metavar="BYTES",
+                   help="build budget in bytes (suffixes K, M, G, T: powers of 1024; default: a quarter of RAM, "
+                   f"{default_memory():,} here); parts that fit are sorted in RAM, then merged on disk into one "
+                   "shard per .bin (5-byte pointers, up to 2**40 - 1 tokens); peak RSS is about BYTES + 0.3 GB")
+    p.add_argument("--sample-every", type=int, default=DEFAULT_SAMPLE_EVERY,
+                   help=f"rows per in-RAM sample row (default {DEFAULT_SAMPLE_EVERY}; smaller: fewer disk reads per "
+                   "cold query, more RAM)")
+    p.add_argument("--sample-tokens", type=int, default=DEFAULT_SAMPLE_TOKENS,
+                   help=f"tokens kept per sample row (default {DEFAULT_SAMPLE_TOKENS})")
+    p.add_argument("--shard-tokens", type=int,
+                   help="the old layout (format 2): shards of at most this many tokens, 4-byte pointers, each "
+                   f"sorted in RAM at ~22 bytes/token (before issue 12 the default was {DEFAULT_SHARD_TOKENS:,})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ray", metavar="local|auto|ADDRESS", help="build the shards as Ray tasks ('local' starts Ray here)")
     p.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray instance")
     add_json_flag(p)
     p.set_defaults(func=cmd_build)
 
-    p = nsub.add_parser("count", help="exact count of an n-gram inside documents (overlaps count)")
+    p = nsub.add_parser("count", help="exact count of an n-gram inside documents (overlaps count); --file: many")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
-    _add_query(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--tokens", help="the n-gram as comma-separated token ids, e.g. 12092,13,309")
+    g.add_argument("--text", help="the n-gram as text, encoded with the store's tokenizer")
+    g.add_argument("--file", metavar="QUERIES", help="one query per line (comma-separated ids, or text); prints "
+                   f"one JSON line per query, in order (at most {default('max_queries_per_request'):,} queries)")
+    p.add_argument("--tokenizer", help="tokenizer.json or hub id for text (default: PREFIX.tokenizer.json)")
     add_json_flag(p)
     p.set_defaults(func=cmd_count)
+
+    p = nsub.add_parser("trace", help="the passage's maximal spans that occur in the store, with counts, "
+                        "occurrences and (with order options) first/last training step")
+    p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
+    _add_query(p)
+    p.add_argument("--min-tokens", type=int, default=DEFAULT_MIN_TOKENS,
+                   help=f"drop spans shorter than this (default {DEFAULT_MIN_TOKENS}, as OLMoTrace)")
+    p.add_argument("--max-count", type=int, help="drop spans occurring more often than this (default: keep all)")
+    p.add_argument("--occurrences", type=int, default=DEFAULT_OCCURRENCES,
+                   help=f"occurrences listed per span (default {DEFAULT_OCCURRENCES}, at most {default('max_locate_page'):,})")
+    add_order_options(p)
+    p.add_argument("--max-occurrences", type=int, default=default("max_occurrences"),
+                   help=f"spans with more occurrences get no steps (default {default('max_occurrences'):,})")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_trace)
 
     p = nsub.add_parser("locate", help="where an n-gram occurs: (doc_id, offset), paginated")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
     _add_query(p)
     p.add_argument("--offset", type=int, default=0, help="skip this many occurrences (index order)")
-    p.add_argument("--limit", type=int, default=100, help=f"occurrences per page (at most {s.max_locate_page:,})")
+    p.add_argument("--limit", type=int, default=100, help=f"occurrences per page (at most {default('max_locate_page'):,}, the setting max_locate_page)")
     add_json_flag(p)
     p.set_defaults(func=cmd_locate)
 
@@ -69,8 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_query(p)
     add_order_options(p)
     p.add_argument("--bucket-steps", type=int, help="steps per histogram bucket (default: train_steps / 100)")
-    p.add_argument("--max-occurrences", type=int, default=s.max_occurrences,
-                   help=f"refuse n-grams with more occurrences (default {s.max_occurrences:,})")
+    add_max_occurrences(p, "refuse n-grams with more occurrences")
     add_json_flag(p)
     p.set_defaults(func=cmd_steps)
 
@@ -83,15 +110,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "quoted glob for several files (e.g. scores=DATASET/, parts='DIR/*.parquet')")
     p.add_argument("--part", action="append", default=[], metavar="PREFIX",
                    help="more prefixes of the same store (for --steps and --ngram-*)")
-    p.add_argument("--max-rows", type=int, default=s.sql_max_rows, help=f"row limit (default {s.sql_max_rows:,})")
-    p.add_argument("--timeout", type=float, default=s.sql_timeout_s, help=f"seconds (default {s.sql_timeout_s:g})")
+    p.add_argument("--max-rows", type=int, default=default("sql_max_rows"),
+                   help=f"row limit (default {default('sql_max_rows'):,}, the setting sql_max_rows)")
+    p.add_argument("--timeout", type=float, default=default("sql_timeout_s"),
+                   help=f"seconds (default {default('sql_timeout_s'):g}, the setting sql_timeout_s)")
     p.add_argument("--steps", metavar="A:B", help="add row_pieces for steps A..B-1 and the views composition, "
                    "composition_by_bucket, documents_seen (needs order options)")
     p.add_argument("--ngram-tokens", help="add ngram_occurrences and the view ngram_timeseries for these ids")
     p.add_argument("--ngram-text", help="as --ngram-tokens, from text")
     p.add_argument("--tokenizer", help="tokenizer for --ngram-text (default: PREFIX.tokenizer.json)")
     p.add_argument("--bucket-steps", type=int, help="steps per bucket in the views (default: range / 100)")
-    p.add_argument("--max-occurrences", type=int, default=s.max_occurrences)
+    add_max_occurrences(p, "refuse --ngram-* views of n-grams with more occurrences")
     add_order_options(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_sql)
@@ -113,21 +142,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_attach)
 
 
+def add_max_occurrences(p: argparse.ArgumentParser, what: str) -> None:
+    """``--max-occurrences``: the setting max_occurrences, for a command that expands occurrences to rows."""
+    p.add_argument("--max-occurrences", type=int, default=default("max_occurrences"),
+                   help=f"{what} (default {default('max_occurrences'):,}, the setting max_occurrences)")
+
+
 def _query(args: argparse.Namespace, store: TokenStore) -> np.ndarray:
-    s = _defaults()
     tok = tokenizer_for(store, args.tokenizer) if args.text is not None else None
     return query_tokens(tokens=args.tokens, text=args.text, tokenizer=tok,
-                        max_tokens=s.max_tokens_per_query, max_text_chars=s.max_text_chars)
+                        max_tokens=default("max_tokens_per_query"), max_text_chars=default("max_text_chars"))
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes_arg(text: str) -> int:
+    """--memory: an integer number of bytes, optionally with K, M, G or T (powers of 1024; B and iB allowed)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    digits = t[: len(t) - len(unit)]
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bytes like 4000000000, 4G or 512M")
+    return int(digits) * _UNITS[unit]
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     store = TokenStore(args.prefix)
+    if args.shard_tokens is not None and args.memory is not None:
+        raise ConfigError("pass --memory (one large shard per .bin, format 3) or --shard-tokens (the old layout), "
+                          "not both")
+    memory = None if args.shard_tokens is not None else (args.memory or default_memory())
     folder = build_index(store, shard_tokens=args.shard_tokens, progress=not (args.no_progress or args.json),
-                         ray_address=args.ray, ray_num_cpus=args.ray_cpus)
+                         ray_address=args.ray, ray_num_cpus=args.ray_cpus, memory=memory,
+                         sample_every=args.sample_every, sample_tokens=args.sample_tokens)
     idx = NgramIndex(store, folder)
     size = idx.disk_bytes()
     n = max(store.n_tokens, 1)
-    emit({"index": str(folder), "shards": len(idx.shards), "tokens": store.n_tokens, "index_bytes": size,
+    emit({"index": str(folder), "format_version": idx.format_version, "memory": memory,
+          "peak_rss_bytes": peak_rss_bytes(), "shards": len(idx.shards), "tokens": store.n_tokens, "index_bytes": size,
           "index_bytes_per_token": round(size / n, 4),
           "bytes_per_token_with_tokens": round((size + store.n_tokens * store.dtype.itemsize) / n, 4)}, args.json)
     return 0
@@ -135,28 +188,55 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_count(args: argparse.Namespace) -> int:
     store = TokenStore(args.prefix)
-    ids = _query(args, store)
-    emit({"count": NgramIndex(store).count(ids), "tokens": ids.tolist()}, args.json)
+    if args.file is None:
+        ids = _query(args, store)
+        emit({"count": NgramIndex(store).count(ids), "tokens": ids.tolist()}, args.json)
+        return 0
+    from pile_index.ngram.batch import has_text_lines, read_queries_file
+
+    tok = tokenizer_for(store, args.tokenizer) if has_text_lines(args.file) else None
+    queries = read_queries_file(args.file, tokenizer=tok, max_tokens=default("max_tokens_per_query"),
+                                max_text_chars=default("max_text_chars"), max_queries=default("max_queries_per_request"))
+    counts = NgramIndex(store).count_many(queries)
+    out = sys.stdout
+    for q, c in zip(queries, counts.tolist()):  # JSON lines, one per query, in the file's order
+        out.write(json.dumps({"count": c, "tokens": q.tolist()}) + "\n")
     return 0
 
 
-def locate_page(idx: NgramIndex, ids: np.ndarray, offset: int, limit: int, max_page: int) -> dict[str, Any]:
-    if limit > max_page:
-        raise LimitError(f"limit={limit:,} exceeds max_locate_page={max_page:,}; page with offset", "max_locate_page")
-    if offset < 0 or limit < 0:
-        raise QueryError(f"offset={offset:,} and limit={limit:,} must be >= 0")
-    count = idx.count(ids)
-    doc, off = idx.locate(ids, offset=offset, limit=limit)
-    nxt = offset + int(doc.size)
-    return {"count": count, "tokens": ids.tolist(), "offset": offset, "limit": limit,
-            "occurrences": [{"doc_id": int(d), "offset": int(o)} for d, o in zip(doc, off)],
-            "next_offset": nxt if nxt < count else None}
+def _has_order_options(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k) is not None for k in ("preset", "seed", "seq_length", "num_samples")) or args.preshuffled
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from pile_index import Corpus
+    from pile_index.ngram.trace import trace
+
+    if not 0 <= args.occurrences <= default("max_locate_page"):
+        raise LimitError(f"--occurrences {args.occurrences:,}: expected 0..{default('max_locate_page'):,} "
+                         f"(max_locate_page)", "max_locate_page")
+    with (corpus_from_args(args, args.prefix) if _has_order_options(args) else Corpus.open(args.prefix)) as corpus:
+        ids = _query(args, corpus.store)
+        tok = tokenizer_for(corpus.store, args.tokenizer)  # decodes each span's text when the store has one
+        out = trace(corpus.ngram, ids, order=corpus.order if corpus.has_order else None,
+                    documents=corpus.documents, tokenizer=tok, min_tokens=args.min_tokens, max_count=args.max_count,
+                    occurrences=args.occurrences, max_occurrences=args.max_occurrences)
+    if args.json:
+        emit(out, True)
+        return 0
+    print(f"{out['n_tokens']:,} tokens: {out['maximal_spans']:,} maximal spans, {len(out['spans']):,} kept "
+          f"({out['dropped_short']:,} shorter than {out['min_tokens']}, {out['dropped_frequent']:,} over max_count)")
+    for sp in out["spans"]:
+        steps = f" steps {sp['first_step']}..{sp['last_step']}" if sp["steps_computed"] else ""
+        what = repr(sp["text"]) if sp["text"] is not None else ",".join(map(str, sp["tokens"]))
+        print(f"[{sp['start']}:{sp['end']}) count {sp['count']:,}{steps}: {what[:120]}")
+    return 0
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
     store = TokenStore(args.prefix)
     ids = _query(args, store)
-    emit(locate_page(NgramIndex(store), ids, args.offset, args.limit, _defaults().max_locate_page), args.json)
+    emit(locate_page(NgramIndex(store), ids, args.offset, args.limit), args.json)
     return 0
 
 
@@ -192,18 +272,18 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from pile_index.sql import exposed_files, row_pieces_table, run_sql
 
     prefixes = [args.prefix, *args.part]
-    s = _defaults()
     extra: dict[str, Any] = {}  # built by run_sql once the SQL passed its checks
     if args.steps or args.ngram_tokens or args.ngram_text:
         order = open_order_from_args(args, prefixes)
         if args.steps:
             lo, hi = parse_step_range(args.steps)
-            extra["row_pieces"] = lambda: row_pieces_table(order, lo, hi, args.bucket_steps)
+            extra["row_pieces"] = lambda: row_pieces_table(order, lo, hi, args.bucket_steps, default("max_view_rows"))
         if args.ngram_tokens or args.ngram_text:
             store = TokenStore(prefixes)
             tok = tokenizer_for(store, args.tokenizer) if args.ngram_text else None
             ids = query_tokens(tokens=args.ngram_tokens, text=args.ngram_text, tokenizer=tok,
-                               max_tokens=s.max_tokens_per_query, max_text_chars=s.max_text_chars)
+                               max_tokens=default("max_tokens_per_query"),
+                               max_text_chars=default("max_text_chars"))
             extra["ngram_occurrences"] = lambda: occurrences_table(NgramIndex(store), order, ids, args.bucket_steps,
                                                                    args.max_occurrences)
     tables = {}
@@ -213,7 +293,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
             raise ConfigError(f"--table {spec!r}: expected NAME=PATH, e.g. scores=runs/dataset.parquet")
         tables[name] = path
     res = run_sql(args.query, exposed_files(args.prefix, tables), extra, max_rows=args.max_rows,
-                  timeout_s=args.timeout, max_sql_chars=s.max_sql_chars, max_response_bytes=s.max_response_bytes,
+                  timeout_s=args.timeout, max_sql_chars=default("max_sql_chars"),
+                  max_response_bytes=default("max_response_bytes"),
                   table_options=SQL_TABLE_FLAGS, reveal_paths=True)
     if args.json:
         print(res.to_json())

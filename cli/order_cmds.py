@@ -14,6 +14,7 @@ from pile_index.atomic import save_npy
 from pile_index.errors import ConfigError, QueryError
 from pile_index.order import (MAX_EPOCHS, TrainingOrder, build_plan, describe_batch, describe_sample,
                               index_map_paths, verify_orders)
+from pile_index.settings import default
 from pile_index.sql import documents_for, tokenizer_for
 
 from .order_options import add_order_options, open_order_from_args
@@ -77,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doc-steps", help="every trained (step, slot) holding tokens of a document")
     p.add_argument("prefix", nargs="+", help=PREFIX_HELP)
     p.add_argument("doc_id", type=int, help="document (item) index in the raw store")
+    p.add_argument("--max-occurrences", type=int, default=default("max_occurrences"),
+                   help=f"refuse documents in more rows (default {default('max_occurrences'):,}, the setting "
+                        "max_occurrences)")
     add_order_options(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_doc_steps)
@@ -151,6 +155,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def cmd_doc_steps(args: argparse.Namespace) -> int:
     order = _raw(open_order_from_args(args, args.prefix), "doc-steps")
-    emit(order.doc_steps(args.doc_id), args.json)
+    emit(order.doc_steps(args.doc_id, max_occurrences=args.max_occurrences), args.json)
     return 0
 

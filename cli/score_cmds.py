@@ -91,7 +91,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     order.sample_index(s1 - 1, j1 - 1)  # range check of the last row (QueryError names the limit)
     steps = np.repeat(np.arange(s0, s1, dtype=np.int64), j1 - j0)
     slots = np.tile(np.arange(j0, j1, dtype=np.int64), s1 - s0)
-    sample_index = steps * bs + slots
+    sample_index = order.sample_index(steps, slots)
     cfg = getattr(order, "cfg", None)
     job = {
         "store": order.store.fingerprint(),

@@ -6,13 +6,13 @@ import argparse
 import logging
 import math
 import re
-from dataclasses import fields
 
 from pile_index.errors import ConfigError
 from pile_index.format import TokenStore, corpus_info
+from pile_index.settings import SETTINGS
 from pile_index.sql import document_view, documents_for, tokenizer_for
 
-from .order_options import add_order_options
+from .order_options import add_order_options, order_options_from_args
 from .output import add_json_flag, emit
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,8 @@ def cmd_doc(args: argparse.Namespace) -> int:
 
 
 def limit_settings() -> dict[str, type]:
-    """The settings ``--setting`` may change (the numeric limits) -> their type."""
-    from api.settings import Settings
-
-    return {f.name: type(f.default) for f in fields(Settings) if type(f.default) in (int, float)}
+    """The settings ``--setting`` may change (the core's table of limits) -> their type."""
+    return {s.name: type(s.default) for s in SETTINGS}
 
 
 def parse_setting(name: str, value: str) -> int | float:
@@ -90,7 +88,7 @@ def parse_setting(name: str, value: str) -> int | float:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from api.settings import Settings
+    from api.settings import Settings, order_settings
     from pile_index.format import strip_prefix
     from pile_index.sql import store_tokenizer_path
 
@@ -98,12 +96,8 @@ def settings_from_args(args: argparse.Namespace):
     if tok is None and store_tokenizer_path(strip_prefix(args.prefix[0])).is_file():
         tok = str(store_tokenizer_path(strip_prefix(args.prefix[0])))
     limits = {name: parse_setting(name, value) for name, value in getattr(args, "setting", [])}
-    return Settings(
-        prefixes=[strip_prefix(p) for p in args.prefix], tokenizer=tok, preshuffled=args.preshuffled,
-        order_preset=args.preset, seed=args.seed, seq_length=args.seq_length, num_samples=args.num_samples,
-        name=args.name, batch_size=args.batch_size, train_steps=args.train_steps, datasets=list(args.dataset),
-        **limits,
-    )
+    return Settings(prefixes=[strip_prefix(p) for p in args.prefix], tokenizer=tok, datasets=list(args.dataset),
+                    **order_settings(order_options_from_args(args)), **limits)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

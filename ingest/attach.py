@@ -82,7 +82,7 @@ class AttachConfig:
 
     def validate(self) -> None:
         if not self.inputs:
-            raise ConfigError("inputs: expected at least one --from .jsonl/.jsonl.zst/.jsonl.gz/.parquet file or "
+            raise ConfigError("inputs: expected at least one `inputs` .jsonl/.jsonl.zst/.jsonl.gz/.parquet file or "
                               "folder, found none")
         if self.batch_docs < 1:
             raise ConfigError(f"batch_docs: expected >= 1, found {self.batch_docs}")
@@ -213,7 +213,7 @@ def _last_tokens_equal(store: TokenStore, token: int) -> tuple[int, int]:
 
 def _diagnose(store: TokenStore, lines: TokenStore, tok: Tokenizer, append_eod: bool) -> str:
     """What would make the lines match, as far as the data tells: the append_eod option, or else the inputs."""
-    generic = ("the lines are not the store's documents, or the tokenizer or --text-key is not the one the store "
+    generic = ("the lines are not the store's documents, or the tokenizer or `text_key` is not the one the store "
                "was made with")
     eod = tok.token_to_id(EOD_TOKEN)
     if eod is None:
@@ -224,10 +224,10 @@ def _diagnose(store: TokenStore, lines: TokenStore, tok: Tokenizer, append_eod: 
         return generic
     if not append_eod and s_end >= 0.9 * s_n and l_end < 0.5 * l_n:
         return (f"{s_end:,} of the store's {s_n:,} items end in token {eod} ({EOD_TOKEN}) and the lines, tokenized "
-                f"without it, do not: pass --append-eod")
+                f"without it, do not: pass `append_eod`")
     if append_eod and s_end < 0.5 * s_n:
-        return (f"--append-eod ends every line in token {eod} ({EOD_TOKEN}) but only {s_end:,} of the store's "
-                f"{s_n:,} items end in it: drop --append-eod")
+        return (f"`append_eod` ends every line in token {eod} ({EOD_TOKEN}) but only {s_end:,} of the store's "
+                f"{s_n:,} items end in it: drop `append_eod`")
     return generic
 
 
@@ -259,7 +259,7 @@ def attach(cfg: AttachConfig, tokenizer: Tokenizer | None = None) -> dict[str, A
     else:
         tok_file = read_tokenizer(cfg.tokenizer)
     tok = tok_file.tokenizer
-    inputs = expand_inputs(cfg.inputs, what="--from")  # NotFoundError before any work
+    inputs = expand_inputs(cfg.inputs, what="`inputs`")  # NotFoundError before any work
     for p in inputs.files:
         open_input(p, cfg.text_key)  # the kind of every file (and a Parquet file's columns) before any work
     prefix = store.prefix
@@ -347,7 +347,7 @@ def attach(cfg: AttachConfig, tokenizer: Tokenizer | None = None) -> dict[str, A
         if fraction < cfg.min_match_fraction:
             why = (_diagnose(store, lines_store, tok, cfg.append_eod) if n_lines else
                    f"No input line gave a document (problem lines: {problems.to_dict()['counts']}, empty texts: "
-                   f"{report['empty_skipped']:,}); check --text-key and the inputs")
+                   f"{report['empty_skipped']:,}); check `text_key` and the inputs")
             raise AttachRefusedError(
                 f"{prefix}: {matched:,} of {n_items:,} items matched ({matched:,} of {n_lines:,} lines: "
                 f"{fraction:.1%} of the smaller side, below min_match_fraction {cfg.min_match_fraction}); {kept}. "

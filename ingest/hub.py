@@ -160,7 +160,7 @@ def _read_marker(out: Path, repo_id: str) -> dict[str, Any] | None:
     if not isinstance(rec, dict) or not isinstance(rec.get("stores"), dict):
         raise FormatError(f"{path}: not a fetch record (expected repo_id, commit, files, stores); remove it and rerun")
     if rec.get("repo_id") != repo_id:
-        raise ConfigError(f"--to {out}: holds a fetch of {rec.get('repo_id')!r}, not {repo_id}; choose another folder")
+        raise ConfigError(f"`to` {out}: holds a fetch of {rec.get('repo_id')!r}, not {repo_id}; choose another folder")
     return rec
 
 
@@ -243,7 +243,7 @@ def _join_all(cfg: FetchConfig, snapshot: Path, files: list[str], out: Path, old
             used.update(inputs)
             continue
         if not prev and (bin_path.exists() or Path(f"{prefix}.idx").exists()):
-            raise ConfigError(f"--to {out}: {bin_path.name} is already there and fetch did not write it; "
+            raise ConfigError(f"`to` {out}: {bin_path.name} is already there and fetch did not write it; "
                               "remove it or choose another folder")
         record["stores"][base_rel] = entry
         _write_marker(out, record)  # a join cut short is redone, not trusted
@@ -274,14 +274,14 @@ def _link_rest(snapshot: Path, rels: list[str], out: Path, repo_id: str) -> list
         if dest.is_symlink():
             if os.readlink(dest) != target:
                 if not os.readlink(dest).startswith(repo_folder + os.sep):
-                    raise ConfigError(f"--to {out}: {rel} is a link fetch did not make; remove it or choose another folder")
+                    raise ConfigError(f"`to` {out}: {rel} is a link fetch did not make; remove it or choose another folder")
                 tmp = dest.with_name(f".{dest.name}.fetch-link")
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 os.symlink(target, tmp)
                 os.replace(tmp, dest)
         elif dest.exists():
-            raise ConfigError(f"--to {out}: {rel} is already there and is not a link into the hub cache of "
+            raise ConfigError(f"`to` {out}: {rel} is already there and is not a link into the hub cache of "
                               f"{repo_id}; remove it or choose another folder")
         else:
             os.symlink(target, dest)

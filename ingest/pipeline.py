@@ -269,37 +269,28 @@ def ingest(
             stats["problems"] = problems.total - before
         to_tok.put(_END)
 
-    writer = IndexedDatasetWriter(prefix, dtype)  # .bin goes to a temp file until finalize()
-    pq_ctx = atomic_path(f"{prefix}.documents.parquet")
-    try:
-        pq_tmp = pq_ctx.__enter__()
-    except BaseException:
-        writer.abort()
-        raise
-    bar = _Progress(cfg.progress, total_in)
-    try:
-        pq_writer = pq.ParquetWriter(pq_tmp, DOCUMENT_SCHEMA, compression="zstd")
-        try:
-            _run_stages(read_stage, _make_write_stage(writer, pq_writer, to_write, problems, totals, bar, eod, dtype, on_batch),
-                        lambda: _tokenize_stage(to_tok, to_write, encode), stop, errors)
-        finally:
-            pq_writer.close()
-            bar.close()
-        if totals["items"] == 0 and not cfg.allow_empty:
-            raise _empty_error(cfg, per_file, problems, keys)
-    except BaseException as e:
-        writer.abort()
-        pq_ctx.__exit__(type(e), e, e.__traceback__)
-        raise
-
-    # Finalize. Drop any old .idx first, so no crash point pairs the new .bin with an old .idx; the
-    # documents table and tokenizer come before the store, the .idx last of the store files.
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(index_file_path(prefix))
-    pq_ctx.__exit__(None, None, None)
-    record_digest(f"{prefix}.documents.parquet")  # FILE.sha256, for `pile-index verify`
-    write_bytes(f"{prefix}.tokenizer.json", tok_file.data)  # the file given, byte for byte
-    writer.finalize()
+    # An exception anywhere below discards the temp .bin (the writer's exit) and, before its commit, the temp
+    # documents table (atomic_path's exit). Finalize order: drop any old .idx first, so no crash point pairs
+    # the new .bin with an old .idx; the documents table and tokenizer come before the store, the .idx last
+    # of the store files.
+    with IndexedDatasetWriter(prefix, dtype) as writer:  # .bin goes to a temp file until finalize()
+        with atomic_path(f"{prefix}.documents.parquet") as pq_tmp:
+            bar = _Progress(cfg.progress, total_in)
+            pq_writer = pq.ParquetWriter(pq_tmp, DOCUMENT_SCHEMA, compression="zstd")
+            try:
+                _run_stages(read_stage, _make_write_stage(writer, pq_writer, to_write, problems, totals, bar, eod, dtype,
+                                                          on_batch),
+                            lambda: _tokenize_stage(to_tok, to_write, encode), stop, errors)
+            finally:
+                pq_writer.close()
+                bar.close()
+            if totals["items"] == 0 and not cfg.allow_empty:
+                raise _empty_error(cfg, per_file, problems, keys)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(index_file_path(prefix))
+        record_digest(f"{prefix}.documents.parquet")  # FILE.sha256, for `pile-index verify`
+        write_bytes(f"{prefix}.tokenizer.json", tok_file.data)  # the file given, byte for byte
+        writer.finalize()
     elapsed = time.perf_counter() - t0
 
     report = {
@@ -345,10 +336,10 @@ def _empty_error(cfg: IngestConfig, per_file: list[dict[str, Any]], problems: Pr
         listed = sorted(keys.keys, key=lambda k: (-keys.keys[k], k))[:8]
         hint = f"; the objects in the first lines have no {cfg.text_key!r} key but {listed}"
         if (k := keys.suggestion()) is not None:
-            hint += f": did you mean --text-key {k}?"
+            hint += f": did you mean `text_key` {k}?"
     return EmptyIngestError(
         f"0 documents from {len(per_file):,} input file{'s' if len(per_file) != 1 else ''} ({why}); nothing was "
-        f"written{hint} (--allow-empty writes an empty store)"
+        f"written{hint} (`allow_empty` writes an empty store)"
     )
 
 

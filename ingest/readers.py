@@ -101,7 +101,7 @@ class ProblemLog:
         p = Problem(file, line, str(reason), detail)
         if self.strict:
             raise StrictError(
-                f"{p.where()}: {p.reason}: {detail}; fix the input or run without --strict to count and skip such lines"
+                f"{p.where()}: {p.reason}: {detail}; fix the input or run without `strict` to count and skip such lines"
             )
         self.counts[p.reason] = self.counts.get(p.reason, 0) + 1
         k = self._listed_per_reason.get(p.reason, 0)
@@ -503,7 +503,7 @@ class ParquetReader:
                               f"written by pyarrow, datasets or another Parquet writer") from e
         if text_key not in schema.names:
             raise ConfigError(f"input {self.path}: no column {text_key!r}; the columns are "
-                              f"{_columns_found(schema)}: pass --text-key with the column that holds the text")
+                              f"{_columns_found(schema)}: pass `text_key` with the column that holds the text")
         self.text_type = schema.field(text_key).type
         self.columns = [text_key]
         self.meta_is_json_text = False

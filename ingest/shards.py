@@ -118,7 +118,7 @@ def join_shards(base: str | os.PathLike, out: str | os.PathLike, progress: bool 
     prefix = strip_prefix(out)
     out_bin, out_idx = Path(f"{prefix}.bin"), Path(f"{prefix}.idx")
     if out_bin.resolve() in {p.resolve() for p in shards} or (index is not None and out_idx.resolve() == idx_src.resolve()):
-        raise ConfigError(f"--out {prefix}: would overwrite an input; choose another PREFIX")
+        raise ConfigError(f"`out` {prefix}: would overwrite an input; choose another PREFIX")
     # An old .idx beside the new .bin would pair with it: remove it before the .bin appears.
     with contextlib.suppress(FileNotFoundError):
         os.unlink(out_idx)
@@ -155,7 +155,7 @@ def split_shards(
     and the ``.idx``.
     """
     if size < 1:
-        raise ConfigError(f"--size {size:,}: expected a positive number of bytes per shard")
+        raise ConfigError(f"`size` {size:,}: expected a positive number of bytes per shard")
     prefix = strip_prefix(prefix)
     src = Path(f"{prefix}.bin")
     if not src.is_file():
@@ -163,7 +163,7 @@ def split_shards(
     total = src.stat().st_size
     n = total // size + 1
     if n > 100000:
-        raise ConfigError(f"--size {size:,}: {total:,} bytes would make {n:,} shards; names allow at most 100,000")
+        raise ConfigError(f"`size` {size:,}: {total:,} bytes would make {n:,} shards; names allow at most 100,000")
     folder = Path(out_dir) if out_dir is not None else src.parent
     base = Path(prefix).name
     names, digests = [], []
@@ -247,7 +247,7 @@ def read_hash_lines(path: str | os.PathLike) -> list[tuple[str, str]]:
     """``[(filename, sha256)]`` from ``name sha256`` (Pythia) or ``sha256  name`` (sha256sum) lines."""
     p = Path(path)
     if not p.is_file():
-        raise NotFoundError(f"--hashes {p}: no such file")
+        raise NotFoundError(f"`hashes` {p}: no such file")
     out = []
     for k, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         s = line.strip()

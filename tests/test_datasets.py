@@ -184,6 +184,29 @@ def test_ngram_selection_picks_rows_holding_the_ngram(world, capsys):
         assert any(row[i : i + 4] == gram for i in range(len(row) - 3))
 
 
+def test_duplicates_column_equals_brute_force(world, capsys):
+    from test_ngram_batch_trace import brute_duplicates, row_pieces
+
+    from cli.main import main
+    from pile_index.ngram import build_index
+
+    order, _, ckpts, tmp = world
+    build_index(order.store, progress=False)
+    out = tmp / "dup_ds"
+    assert main(["dataset", "build", order.store.prefix, "--seed", "1234", "--seq-length", str(L), "--num-samples",
+                 str(order.cfg.num_samples), "--batch-size", str(B), "--train-steps", str(STEPS), "--model", str(ckpts),
+                 "--revisions", "step32", "--rows", "12", "--control-rows", "4", "--duplicates", "--offline",
+                 "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    rows = pq.read_table(out / "rows.parquet").to_pylist()
+    trained_pieces = [row_pieces(order, r) for r in range(STEPS * B)]
+    assert [r["num_duplicates"] for r in rows] == [brute_duplicates(order, trained_pieces, r["sample_index"])
+                                                   for r in rows]
+    assert res["num_duplicates_null_rows"] == sum(r["num_duplicates"] is None for r in rows)
+    assert all(r["num_duplicates"] >= 1 for r in rows if r["group"] == "treated" and r["num_duplicates"] is not None)
+    assert "num_duplicates" in pq.read_schema(out / "dataset.parquet").names
+
+
 # ------------------------------------------------------------------ revisions first; resume and restart
 
 

@@ -14,7 +14,8 @@ def test_demo_runs_every_capability(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--docs", "300", "--steps", "8"]) == 0
     printed = capsys.readouterr().out
     for needle in ("$ pile-index ingest", "$ pile-index order build", "$ pile-index sample", "$ pile-index doc-steps",
-                   "$ pile-index ngram steps", "$ pile-index sql", "$ pile-index replay", "$ pile-index score",
+                   "$ pile-index ngram steps", "$ pile-index ngram count", "--file",
+                   "$ pile-index ngram trace", '"maximal_spans"', "$ pile-index sql", "$ pile-index replay", "$ pile-index score",
                    "$ pile-index dataset build", "GET /v1/corpus -> 200", "GET /v1/samples/0/3 -> 200",
                    "GET /v1/documents/999999999 -> 404", "demo finished"):
         assert needle in printed, needle

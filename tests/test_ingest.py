@@ -333,6 +333,22 @@ def test_interrupted_run_leaves_no_store(tmp_path, small_tok_path, monkeypatch):
         IndexedDataset(tmp_path / "out")
 
 
+def test_failure_after_the_documents_table_leaves_no_temp_bin(tmp_path, small_tok_path, monkeypatch):
+    """The tokenizer copy fails after the documents table is in place: the store's temp .bin is removed too
+    (the writer's exit sees the error), and no .bin/.idx pair appears."""
+    a = write_jsonl(tmp_path / "a.jsonl", pile_records([f"text {i}" for i in range(20)]))
+
+    def failing(path, data):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(pipeline, "write_bytes", failing)
+    with pytest.raises(OSError, match="disk full"):
+        run([a], tmp_path / "out", small_tok_path)
+    left = sorted(os.listdir(tmp_path))
+    assert not [n for n in left if ".tmp-" in n], left
+    assert "out.bin" not in left and "out.idx" not in left, left
+
+
 def test_interrupted_rerun_keeps_the_previous_store(tmp_path, small_tok_path, monkeypatch):
     a = write_jsonl(tmp_path / "a.jsonl", pile_records([f"text {i}" for i in range(50)]))
     run([a], tmp_path / "out", small_tok_path)

@@ -104,3 +104,45 @@ def test_sql_route_views(raw):
     assert r.json()["rows"] == [[sum(len(order.spans(k)) for k in range(4))]]
     r = c.post("/v1/sql", json={"sql": "DELETE FROM x", "steps": "0:2"})
     assert r.status_code == 400
+
+
+def test_batch_count_route_keeps_order_and_equals_single_counts(tmp_path):
+    prefix = tmp_path / "b"
+    write_indexed(prefix, [np.asarray(d, np.uint16) for d in DOCS], np.uint16)
+    build_index(TokenStore(prefix))
+    queries = [[5, 6], [7], [5, 6], [9, 9], [6, 5, 6, 5], [7, 7, 5]]
+    with TestClient(create_app(Settings(prefixes=[str(prefix)], max_queries_per_request=6))) as c:
+        r = c.post("/v1/ngrams/count", json={"queries": queries})
+        assert r.status_code == 200
+        single = [c.post("/v1/ngrams/count", json={"tokens": q}).json() for q in queries]
+        assert r.json() == {"counts": single}
+        assert [x["count"] for x in single] == [6, 4, 6, 0, 1, 1]
+        r = c.post("/v1/ngrams/count", json={"queries": queries + [[5]]})
+        assert r.status_code == 413 and r.json()["error"]["setting"] == "max_queries_per_request"
+        r = c.post("/v1/ngrams/count", json={"queries": [[5], []]})
+        assert r.status_code == 400 and "queries[1]" in r.json()["error"]["message"]
+        r = c.post("/v1/ngrams/count", json={"queries": [[5]], "tokens": [5]})
+        assert r.status_code == 400 and "not both" in r.json()["error"]["message"]
+        assert c.post("/v1/ngrams/count", json={"queries": [[5, "6"]]}).status_code == 422
+        assert c.post("/v1/ngrams/count", json={"queries": []}).json() == {"counts": []}
+
+
+def test_trace_route_equals_library_and_steps(raw):
+    c, store, order = raw
+    c.app.state.pi.settings.max_tokens_per_query = 8
+    idx = NgramIndex(store)
+    passage = [5, 6, 7, 7, 5]
+    r = c.post("/v1/ngrams/trace", json={"tokens": passage, "min_tokens": 1, "occurrences": 2})
+    assert r.status_code == 200
+    body = r.json()
+    lib = idx.trace(passage, order=order, min_tokens=1, occurrences=2, max_occurrences=6)
+    assert body == lib
+    assert [(s["start"], s["end"]) for s in body["spans"]] == [(0, 3), (2, 5)]
+    for s in body["spans"]:
+        st = ngram_steps(idx, order, s["tokens"])
+        assert s["steps_computed"] and (s["first_step"], s["last_step"], s["count_in_rows"]) == (
+            st["first_step"], st["last_step"], st["count_in_rows"])
+    got = c.get("/v1/ngrams/trace", params={"tokens": "5,6,7,7,5", "min_tokens": 1, "occurrences": 2}).json()
+    assert got == body
+    r = c.post("/v1/ngrams/trace", json={"tokens": passage, "occurrences": 4})
+    assert r.status_code == 413 and r.json()["error"]["setting"] == "max_locate_page"

@@ -251,7 +251,7 @@ def test_config_validation_and_presets():
     assert p.num_samples == -(-143_000 * 1024 * 1005 // 1000)
     assert order_config("pythia", batch_size=2048).batch_size == 2048
     assert order_config(seed=1, seq_length=2, num_samples=3).steps == 0
-    with pytest.raises(ConfigError, match="--seq-length, --num-samples"):
+    with pytest.raises(ConfigError, match="`seq_length`, `num_samples`"):
         order_config(seed=1)
     with pytest.raises(ConfigError, match="unknown"):
         order_config("gpt3")

@@ -284,3 +284,17 @@ def test_inverse_build_refuses_a_document_repeated_in_doc_idx(built, tmp_path):
     with pytest.raises(FormatError, match=r"_doc_idx\.npy: entry \d+: expected every document as often as there "
                                           r"are epochs"):
         open_order(prefix, CFG, build=True)
+
+
+@pytest.mark.parametrize("kind", ["doc_idx", "sample_idx", "shuffle_idx"])
+def test_row_pieces_table_over_a_damaged_map_is_a_named_error(built, tmp_path, kind):
+    """The SQL row_pieces table walks rows like every other look-up, so a damaged map behind a forged marker
+    is a FormatError naming the file, not a numpy IndexError or pieces read from wrapped indices."""
+    from pile_index.sql import row_pieces_table
+
+    prefix = copy_order(built, tmp_path)
+    damage_in_place(all_paths(prefix)[kind], set_all(kind))
+    forge_marker(prefix)
+    order = open_order(prefix, CFG)
+    with pytest.raises(FormatError, match=rf"_{kind}\.npy: entry .*order build"):
+        row_pieces_table(order, 0, order.num_samples // CFG.batch_size)

@@ -224,6 +224,32 @@ def test_errors(raw, tmp_path):
     np.testing.assert_array_equal(o2.row(3), order.row(3))  # rows need no inverse files
 
 
+def test_step_slot_arithmetic_on_the_order(raw, tmp_path):
+    """sample index <-> (step, slot), a step range's rows and trained rows: one definition on each order."""
+    prefix, cfg, order = raw
+    rows = order.rows(np.arange(order.num_samples))
+    pre_prefix = str(tmp_path / "pre")
+    write_indexed(pre_prefix, list(rows), np.uint16)
+    pre = open_order(pre_prefix, cfg, preshuffled=True)
+    for o in (order, pre):
+        assert o.full_steps == o.num_samples // 8
+        assert o.sample_index(3, 5) == 29 and o.step_slot(29) == (3, 5)
+        assert all(isinstance(x, int) for x in o.step_slot(np.int64(29)))
+        steps, slots = o.step_slot(np.array([0, 7, 8, 29]))
+        assert steps.tolist() == [0, 0, 1, 3] and slots.tolist() == [0, 7, 0, 5]
+        ks = o.sample_index(np.array([0, 1, 3]), np.array([7, 0, 5]))
+        assert ks.dtype == np.int64 and ks.tolist() == [7, 8, 29]
+        assert o.sample_index(np.arange(2, 5), 0).tolist() == [16, 24, 32]
+        with pytest.raises(QueryError, match="step 1 slot 9|slot 9 is out of range"):
+            o.sample_index(np.array([0, 1]), np.array([1, 9]))
+        with pytest.raises(QueryError, match="past the"):
+            o.sample_index(np.array([0, 10_000]), 0)
+        assert o.step_rows(2) == (16, 24) and o.step_rows(1, 3) == (8, 32)
+        with pytest.raises(QueryError, match="before step"):
+            o.step_rows(3, 2)
+        assert o.trained(o.trained_samples - 1) is True and o.trained(o.trained_samples) is False
+
+
 def test_describe_sample_metadata_and_text(raw, tmp_path, request):
     prefix, cfg, order = raw
     docs = tmp_path / "docs.parquet"
@@ -274,3 +300,16 @@ def test_property_rows_spans_docsteps(sizes, seq_length, seed, extra):
         got = sorted(zip(*(r[c].tolist() for c in ("doc_id", "sample_index", "doc_start", "doc_end"))))
         assert got == sorted(spans)
         del order, m
+
+
+def test_orders_share_one_abstract_base():
+    from pile_index.order.training import _OrderBase
+
+    assert issubclass(TrainingOrder, _OrderBase) and issubclass(PreshuffledOrder, _OrderBase)
+
+    class RowsOnly(_OrderBase):
+        def rows(self, sample_indices):
+            return np.empty((0, 1))
+
+    with pytest.raises(TypeError, match="spans"):
+        RowsOnly()

@@ -224,7 +224,7 @@ def test_device_and_dtype_choice():
 
     cpu = torch.device("cpu")
     assert pick_dtype(cpu) == torch.float32 and pick_dtype(cpu, "bf16") == torch.bfloat16
-    with pytest.raises(ConfigError, match="--dtype 'fp8'"):
+    with pytest.raises(ConfigError, match="`dtype` 'fp8'"):
         pick_dtype(cpu, "fp8")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="sees no CUDA device"):

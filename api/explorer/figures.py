@@ -69,7 +69,8 @@ def sql(request: Request, query: str, *, steps: str | None = None, ngram_tokens:
     toks = None if ngram_tokens is None else query_tokens(tokens=ngram_tokens).tolist()
     q = sql_routes.SqlQuery(sql=query, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
                             bucket_steps=bucket_steps)
-    return json.loads(sql_routes.run_query(corpus_of(request), settings_of(request), q, SqlCancel()))
+    return json.loads(sql_routes.run_query(corpus_of(request), settings_of(request), q, SqlCancel(),
+                                           state_of(request).sql))
 
 
 # -- corpus and order
@@ -129,7 +130,7 @@ def step_rows(request: Request, step: int) -> list[dict[str, Any]]:
     corpus = corpus_of(request)
     order = corpus.order
     tokens = order.batch(step)  # range-checked: a step past the order is a QueryError
-    ks = np.arange(order.sample_index(step, 0), order.sample_index(step, order.batch_size - 1) + 1, dtype=np.int64)
+    ks = np.arange(*order.step_rows(step), dtype=np.int64)
     heads = [row[:HEAD_TOKENS].tolist() for row in tokens]
     texts = corpus.tokenizer.decode_batch(heads, skip_special_tokens=False) if corpus.tokenizer is not None else None
     spans = [order.spans(int(k)) for k in ks]
@@ -140,7 +141,7 @@ def step_rows(request: Request, step: int) -> list[dict[str, Any]]:
     for i, k in enumerate(ks.tolist()):
         out.append({"slot": i, "sample_index": k, "head_tokens": heads[i], "head_text": texts[i] if texts else None,
                     "spans": None if spans[i] is None else len(spans[i]), "dominant_source": dominant[i],
-                    "trained": k < order.trained_samples})
+                    "trained": order.trained(k)})
     return out
 
 
@@ -148,7 +149,7 @@ def sample(request: Request, step: int, slot: int) -> dict[str, Any]:
     """``/v1/samples/{step}/{slot}`` with each span's own text (the span's tokens decoded alone)."""
     corpus = corpus_of(request)
     rec = answer(sample_routes.get_sample(corpus, step, slot, text=True))
-    rec.setdefault("trained", rec["sample_index"] < corpus.order.trained_samples)
+    rec.setdefault("trained", corpus.order.trained(rec["sample_index"]))
     for s in rec["spans"] or []:
         a = s["sample_start"]
         piece = rec["tokens"][a : a + s["doc_end"] - s["doc_start"]]
@@ -222,6 +223,22 @@ def ngram(request: Request, tokens: str | None, text: str | None, offset: int, l
         o["rows"] = sorted(rows_by_occ.get((o["doc_id"], o["offset"]), []), key=lambda r: (r["step"], r["slot"]))
     text_shown = corpus.tokenizer.decode(ids, skip_special_tokens=False) if corpus.tokenizer is not None else None
     return {"count": count, "steps": steps, "steps_note": steps_note, "locate": page, "text": text_shown}
+
+
+def trace(request: Request, text: str | None, tokens: str | None, min_tokens: int) -> dict[str, Any]:
+    """``/v1/ngrams/trace`` of a passage, plus the passage cut into segments at every span boundary (each
+    segment's text and the spans covering it), for highlighting."""
+    corpus, settings = corpus_of(request), settings_of(request)
+    res = answer(ngram_routes.get_trace(corpus, settings, tokens=tokens, text=text, min_tokens=min_tokens,
+                                        max_count=None, occurrences=1))
+    ids, spans = res["tokens"], res["spans"]
+    cuts = sorted({0, len(ids), *(s["start"] for s in spans), *(s["end"] for s in spans)})
+    dec = (lambda t: corpus.tokenizer.decode(t, skip_special_tokens=False)) if corpus.tokenizer is not None else \
+        (lambda t: " ".join(map(str, t)) + " ")
+    segments = [{"start": a, "end": b, "text": dec(ids[a:b]),
+                 "spans": [i for i, s in enumerate(spans) if s["start"] <= a and b <= s["end"]]}
+                for a, b in zip(cuts[:-1], cuts[1:])]
+    return {"trace": res, "segments": segments}
 
 
 # -- datasets

@@ -23,6 +23,8 @@ router = APIRouter(route_class=ExplorerRoute, include_in_schema=False, default_r
 DOC_PAGE_TOKENS = 2048  # tokens of a document per page
 OCC_PAGE = 100  # occurrences of a document listed per page
 NGRAM_PAGE = 20  # n-gram occurrences (with context) per page
+TRACE_MIN_TOKENS = 8  # the trace form's default shortest span (OLMoTrace's)
+NO_TRACE = {"tr": None, "trace": "", "trace_tokens": "", "min_tokens": TRACE_MIN_TOKENS}
 
 
 def _palette(request: Request) -> tuple[Palette, list[dict[str, Any]]]:
@@ -115,7 +117,7 @@ def step_page(request: Request, step: Id):
     else:
         bar_note = "no composition: " + ("a preshuffled store has no documents" if order.preshuffled
                                          else "no documents table")
-    last = order.num_samples // order.batch_size - 1
+    last = order.full_steps - 1
     return page("step.html", title=f"Step {step:,}", nav="step", step=step, rows=rows, bar=bar, bar_note=bar_note,
                 comp=comp, palette=palette, last_step=last, train_steps=order.train_steps,
                 trained=step < order.train_steps, batch_size=order.batch_size)
@@ -135,7 +137,7 @@ def sample_page(request: Request, step: Id, slot: Id):
                                   f"loss of this row by checkpoint in dataset {d['name']}", "loss_by_checkpoint", marks)
     order = corpus.order
     return page("sample.html", title=f"Sample {step:,}/{slot:,}", nav="sample", rec=rec, palette=palette,
-                sets=sets, batch_size=order.batch_size, page_tokens=_doc_page(settings), last_step=order.num_samples // order.batch_size - 1)
+                sets=sets, batch_size=order.batch_size, page_tokens=_doc_page(settings), last_step=order.full_steps - 1)
 
 
 @router.get("/documents/{doc_id}")
@@ -159,12 +161,20 @@ def document_page(request: Request, doc_id: Id, offset: int = Query(0, ge=0, le=
 @router.get("/ngrams")
 def ngram_page(request: Request, text: str | None = Query(None, description="the n-gram as text"),
                tokens: str | None = Query(None, description="comma-separated token ids"),
-               offset: int = Query(0, ge=0, le=MAX_INT)):
+               offset: int = Query(0, ge=0, le=MAX_INT),
+               trace: str | None = Query(None, description="a passage (text) to trace to its maximal spans"),
+               trace_tokens: str | None = Query(None, description="a passage as comma-separated token ids"),
+               min_tokens: int = Query(TRACE_MIN_TOKENS, ge=1, le=MAX_INT, description="shortest span shown")):
     corpus, settings = figures.corpus_of(request), figures.settings_of(request)
     palette, _ = _palette(request)
+    if trace or trace_tokens:
+        tr = figures.trace(request, None if trace_tokens else trace, trace_tokens or None, min_tokens)
+        return page("ngrams.html", title="trace", nav="ngrams", q=None, text="", tokens="", tr=tr,
+                    trace=trace or "", trace_tokens=trace_tokens or "", min_tokens=min_tokens,
+                    has_tokenizer=corpus.tokenizer is not None, palette=palette)
     if not text and not tokens:
         return page("ngrams.html", title="n-grams", nav="ngrams", q=None, text=text or "", tokens=tokens or "",
-                    has_tokenizer=corpus.tokenizer is not None, palette=palette)
+                    has_tokenizer=corpus.tokenizer is not None, palette=palette, **NO_TRACE)
     q = figures.ngram(request, tokens or None, None if tokens else text, offset, NGRAM_PAGE)
     hist = None
     if q["steps"] is not None:
@@ -173,7 +183,7 @@ def ngram_page(request: Request, text: str | None = Query(None, description="the
                                 "occurrences in trained rows by step")
     return page("ngrams.html", title="n-grams", nav="ngrams", q=q, text=text or "", tokens=tokens or "",
                 has_tokenizer=corpus.tokenizer is not None, hist=hist, palette=palette, page_size=NGRAM_PAGE,
-                page_tokens=_doc_page(settings))
+                page_tokens=_doc_page(settings), **NO_TRACE)
 
 
 @router.get("/datasets")

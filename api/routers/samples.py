@@ -114,9 +114,4 @@ def get_document_steps(corpus: CorpusDep, settings: SettingsDep, doc_id: Id) -> 
     if not isinstance(order, TrainingOrder):
         raise ConfigError("document -> steps needs a raw store with index maps; this service serves a preshuffled "
                           "store, which has no document identity")
-    res = order.doc_steps(doc_id)
-    cap = settings.max_occurrences
-    if len(res["occurrences"]) > cap:
-        raise LimitError(f"document {doc_id:,} sits in {len(res['occurrences']):,} rows; max_occurrences={cap:,}",
-                         "max_occurrences")
-    return DocSteps(**res)
+    return DocSteps(**order.doc_steps(doc_id, max_occurrences=settings.max_occurrences))

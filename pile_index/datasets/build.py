@@ -8,7 +8,9 @@ them at every checkpoint (:mod:`pile_index.scorer`), and writes, under ``OUT/``:
   ``treatment_step`` (first checkpoint after the row's step), ``before_step`` (last checkpoint not yet
   trained on it), source ``doc_ids`` / ``doc_tokens`` / ``pile_set_names``, the first 64 ``tokens`` and the
   whole row as ``input_ids`` (seq_length + 1 ids, list<uint16> or list<int32> as in ``pile-index export
-  parquet``), so the rows feed TRAK / Kronfluence / LogIX / dattri without another join;
+  parquet``), so the rows feed TRAK / Kronfluence / LogIX / dattri without another join; with
+  ``duplicates``, ``num_duplicates``: the trained rows holding the row's tokens [32:64) whole
+  (:mod:`pile_index.ngram.duplicates`; null where those tokens cross a document boundary);
 - ``checkpoints.parquet``: revision, its step, resolved commit sha, weight hashes, duplicates;
 - ``dataset.parquet``: rows x checkpoints (every rows column but ``input_ids``, which would repeat per
   checkpoint) with ``loss``, ``entropy``, ``accuracy``, ``memorized``, ``memorization_score`` and the
@@ -70,10 +72,11 @@ class DatasetConfig:
     memorization_score: bool = True  # run Biderman et al.'s greedy 32-token decoding
     ban_eod: bool = False  # forbid token 0 while decoding, as their minimum-length setting did
     allow_download: bool = True  # download missing revisions from the hub when online
+    duplicates: bool = False  # add num_duplicates to rows.parquet (needs the store's n-gram index)
 
     def validate(self) -> None:
         if not self.revisions:
-            raise ConfigError("dataset.revisions is empty; pass --revisions pythia or a list like step0,step1000")
+            raise ConfigError("dataset.revisions is empty; pass `revisions` pythia or a list like step0,step1000")
         if self.chunk_rows < 1 or self.batch_rows < 1:
             raise ConfigError(f"dataset.chunk_rows={self.chunk_rows}, batch_rows={self.batch_rows}: expected >= 1")
         for r in self.revisions:
@@ -135,7 +138,7 @@ def build_rows_table(order, documents: DocumentTable | None, treated: np.ndarray
     order_ix = np.argsort(ks, kind="stable")
     ks, group = ks[order_ix], group[order_ix]
     rows = order.rows(ks)
-    steps = ks // order.batch_size
+    steps, slots = order.step_slot(ks)
     is_t = group == "treated"
     cohort = np.where(is_t, steps // cohort_steps, -1)
     treat = np.where(is_t, treatment_steps(steps, checkpoint_steps), -1)
@@ -147,7 +150,7 @@ def build_rows_table(order, documents: DocumentTable | None, treated: np.ndarray
         "sample_index": pa.array(ks),
         "index": pa.array(ks),
         "step": pa.array(steps),
-        "slot": pa.array(ks % order.batch_size),
+        "slot": pa.array(slots),
         "group": pa.array(group.tolist(), pa.string()),
         "cohort": pa.array(cohort.astype(np.int64)),
         "treatment_step": pa.array(treat.astype(np.int64)),
@@ -273,6 +276,9 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     ck_steps = [revision_step(r) for r in cfg.revisions]
     rows_tbl, rows = build_rows_table(order, documents, treated, control, ck_steps, sel.cohort_steps)
     ks = rows_tbl["sample_index"].to_numpy()
+    undefined = None
+    if cfg.duplicates:
+        rows_tbl, undefined = _with_duplicates(order, rows_tbl, ks, rows)
     if not ((rows_tbl["before_step"].to_numpy() >= 0) & (rows_tbl["treatment_step"].to_numpy() >= 0)).any():
         log.warning("no treated row lies between two of the %d checkpoints: the dataset will hold losses but no "
                     "treatment effect", len(set(ck_steps)))
@@ -356,7 +362,22 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
         "treatment_effect": None if unavailable else overall_effect(tables),
         "treatment_effect_unavailable": unavailable,
         "duplicates": [(r["revision"], r["duplicate_of"]) for r in ck_rows if r["duplicate_of"]],
+        **({} if undefined is None else {"num_duplicates_null_rows": undefined}),
     }
+
+
+def _with_duplicates(order, rows_tbl: pa.Table, ks: np.ndarray, rows: np.ndarray) -> tuple[pa.Table, int]:
+    """rows_tbl with ``num_duplicates`` (null where tokens [32:64) cross a document boundary) and how many
+    rows are null."""
+    from ..ngram import NgramIndex
+    from ..ngram.duplicates import row_duplicates
+
+    counts, defined = row_duplicates(NgramIndex(order.store), order, ks, rows)
+    undefined = int((~defined).sum())
+    if undefined:
+        log.info("num_duplicates: %d of %d rows hold a document boundary inside tokens [32:64): null", undefined,
+                 len(ks))
+    return rows_tbl.append_column("num_duplicates", pa.array(counts, pa.int64(), mask=~defined)), undefined
 
 
 def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | None) -> None:
@@ -364,7 +385,7 @@ def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | Non
     try:
         import ray
     except ImportError as e:
-        raise ConfigError("--ray needs Ray: pip install 'pile-index[ray]'") from e
+        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
     started = False
     if not ray.is_initialized():
         if address == "local":

@@ -10,10 +10,7 @@ from typing import Any
 import duckdb
 
 from ..errors import NotFoundError
-
-
-def _q(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+from ..sql.quote import sql_string
 
 
 class DatasetQuery:
@@ -26,11 +23,11 @@ class DatasetQuery:
                 raise NotFoundError(f"{self.folder / name}: missing; build the dataset with `pile-index dataset build`")
         self._con = duckdb.connect(":memory:")
         self._lock = threading.Lock()
-        self._con.execute(f"CREATE VIEW ds AS SELECT * FROM read_parquet({_q(self.folder / 'dataset.parquet')})")
-        self._con.execute(f"CREATE VIEW ck AS SELECT * FROM read_parquet({_q(self.folder / 'checkpoints.parquet')})")
+        self._con.execute(f"CREATE VIEW ds AS SELECT * FROM read_parquet({sql_string(self.folder / 'dataset.parquet')})")
+        self._con.execute(f"CREATE VIEW ck AS SELECT * FROM read_parquet({sql_string(self.folder / 'checkpoints.parquet')})")
         summary = self.folder / "summary"
         for name in ("cohort_means", "treatment_effects"):
-            self._con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_q(summary / (name + '.parquet'))})")
+            self._con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({sql_string(summary / (name + '.parquet'))})")
 
     def _rows(self, sql: str, params: dict | None = None) -> list[dict[str, Any]]:
         with self._lock:

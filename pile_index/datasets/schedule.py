@@ -43,11 +43,11 @@ def parse_revisions(spec: str, final_step: int = PYTHIA_FINAL_STEP) -> list[str]
             try:
                 cap = int(spec.split(":", 1)[1])
             except ValueError as e:
-                raise ConfigError(f"--revisions {spec!r}: expected 'pythia' or 'pythia:MAX_STEP'") from e
+                raise ConfigError(f"`revisions` {spec!r}: expected 'pythia' or 'pythia:MAX_STEP'") from e
         return [f"step{s}" for s in pythia_schedule(cap)]
     revs = [r.strip() for r in spec.split(",") if r.strip()]
     if not revs:
-        raise ConfigError(f"--revisions {spec!r}: expected 'pythia', 'pythia:MAX_STEP' or a comma list like step0,step1000")
+        raise ConfigError(f"`revisions` {spec!r}: expected 'pythia', 'pythia:MAX_STEP' or a comma list like step0,step1000")
     return revs
 
 

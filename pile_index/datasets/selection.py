@@ -64,14 +64,14 @@ def _choice(rng: np.random.Generator, lo: int, hi: int, n: int) -> np.ndarray:
 def read_indices(path: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
-        raise NotFoundError(f"--indices {p}: no such file; expected .npy or a text file with one sample index per line")
+        raise NotFoundError(f"`indices_file` {p}: no such file; expected .npy or a text file with one sample index per line")
     if p.suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
     else:
         try:
             arr = np.array([int(x) for x in p.read_text().split()], dtype=np.int64)
         except ValueError as e:
-            raise ConfigError(f"--indices {p}: every entry must be an integer sample index ({e})") from e
+            raise ConfigError(f"`indices_file` {p}: every entry must be an integer sample index ({e})") from e
     return np.asarray(arr, dtype=np.int64).reshape(-1)
 
 
@@ -93,7 +93,7 @@ def select_rows(
     trained = train_steps * batch_size
     if trained > num_samples:
         raise ConfigError(
-            f"train_steps x batch_size = {trained:,} exceeds num_samples = {num_samples:,}; lower --train-steps"
+            f"train_steps x batch_size = {trained:,} exceeds num_samples = {num_samples:,}; lower `train_steps`"
         )
     if cfg.strategy == Strategy.UNIFORM:
         treated = _choice(rng, 0, trained, cfg.rows)
@@ -119,7 +119,7 @@ def select_rows(
         treated = np.unique(np.array([k for b in kept.values() for k in b], dtype=np.int64))
     elif cfg.strategy == Strategy.NGRAM:
         if ngram_rows is None:
-            raise ConfigError("ngram selection needs --ngram-text or --ngram-tokens and the store's n-gram index")
+            raise ConfigError("ngram selection needs `ngram_text` or `ngram_tokens` and the store's n-gram index")
         found = np.unique(np.asarray(ngram_rows(), dtype=np.int64))
         found = found[found < trained]
         treated = found if found.size <= cfg.rows else np.sort(rng.choice(found, size=cfg.rows, replace=False))
@@ -128,12 +128,12 @@ def select_rows(
         bad = treated[(treated < 0) | (treated >= num_samples)]
         if bad.size:
             raise ConfigError(
-                f"--indices {cfg.indices_file}: sample index {int(bad[0]):,} is outside 0..{num_samples - 1:,}"
+                f"`indices_file` {cfg.indices_file}: sample index {int(bad[0]):,} is outside 0..{num_samples - 1:,}"
             )
     control = _choice(rng, trained, num_samples, cfg.control_rows) if cfg.control_rows else np.zeros(0, np.int64)
     if cfg.control_rows and control.size == 0:
         raise ConfigError(
             f"no never-trained rows exist: train_steps x batch_size = {trained:,} = num_samples; "
-            f"lower --train-steps or use a held-out store for the control group"
+            f"lower `train_steps` or use a held-out store for the control group"
         )
     return treated, control

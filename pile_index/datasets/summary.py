@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from ..atomic import atomic_path
 from ..errors import NotFoundError
+from ..sql.quote import sql_string
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
@@ -72,7 +73,7 @@ def _connect(dataset: Path) -> duckdb.DuckDBPyConnection:
     if not dataset.is_file():
         raise NotFoundError(f"{dataset}: no dataset; build it with `pile-index dataset build`")
     con = duckdb.connect(":memory:")
-    con.execute(f"CREATE VIEW ds AS SELECT * FROM read_parquet('{str(dataset).replace(chr(39), chr(39) * 2)}')")
+    con.execute(f"CREATE VIEW ds AS SELECT * FROM read_parquet({sql_string(dataset)})")
     return con
 
 

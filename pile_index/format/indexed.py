@@ -17,6 +17,7 @@ Newer Megatron-core files use the same magic but swap codes 6/7 (float64/float32
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -291,8 +292,8 @@ class IndexedDatasetWriter:
         self.prefix = strip_prefix(prefix)
         self.dtype = np.dtype(dtype)
         self.code = code_of(self.dtype)
-        self._bin_ctx = atomic_open(data_file_path(self.prefix), "wb")
-        self._bin = self._bin_ctx.__enter__()
+        self._stack = contextlib.ExitStack()  # holds the temp .bin: closed cleanly it is renamed into place
+        self._bin = self._stack.enter_context(atomic_open(data_file_path(self.prefix), "wb"))
         self._sizes = np.empty(1 << 16, dtype=np.int32)
         self._n = 0
         # numpy buffers, not lists: a list costs ~36 bytes per document (~5 GB for the deduped Pile).
@@ -342,30 +343,21 @@ class IndexedDatasetWriter:
 
     def finalize(self) -> None:
         sizes = self._sizes[: self._n]
-        self._bin_ctx.__exit__(None, None, None)
+        self._stack.close()
         write_index(index_file_path(self.prefix), self.dtype, sizes, self._doc_idx[: self._n_docs])
         self._done = True
-
-    def abort(self) -> None:
-        if not self._done:
-            self._done = True
-            try:
-                raise RuntimeError("aborted")
-            except RuntimeError as e:
-                try:
-                    self._bin_ctx.__exit__(type(e), e, e.__traceback__)
-                except RuntimeError:
-                    pass
 
     def __enter__(self) -> IndexedDatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self._done:
+            return
         if exc_type is None:
-            if not self._done:
-                self.finalize()
-        else:
-            self.abort()
+            self.finalize()
+        else:  # the error passes through atomic_open's exit, which removes the temp .bin
+            self._done = True
+            self._stack.__exit__(exc_type, exc, tb)
 
 
 def write_index(path: str | os.PathLike, dtype: np.dtype, sizes: np.ndarray, doc_idx: np.ndarray) -> None:

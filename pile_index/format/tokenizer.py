@@ -44,16 +44,16 @@ def read_tokenizer(path_or_hub_id: str | os.PathLike) -> TokenizerFile:
         try:
             tok = Tokenizer.from_str(data.decode("utf-8"))
         except Exception as e:  # tokenizers raises a bare Exception on a bad file
-            raise ConfigError(f"--tokenizer {p}: not a tokenizers JSON file ({e}); pass a tokenizer.json") from e
+            raise ConfigError(f"`tokenizer` {p}: not a tokenizers JSON file ({e}); pass a tokenizer.json") from e
         return TokenizerFile(tok, data, str(p))
     name = str(path_or_hub_id)
     if os.sep in name.strip("/").replace("/", "", 1) or name.endswith(".json"):
-        raise NotFoundError(f"--tokenizer {name}: no such file; pass a tokenizer.json path or a hub id")
+        raise NotFoundError(f"`tokenizer` {name}: no such file; pass a tokenizer.json path or a hub id")
     try:
         tok = Tokenizer.from_pretrained(name)
     except Exception as e:
         raise NotFoundError(
-            f"--tokenizer {name}: not a file and could not be loaded from the hub ({e}); "
+            f"`tokenizer` {name}: not a file and could not be loaded from the hub ({e}); "
             f"offline, pass the path of a tokenizer.json"
         ) from e
     return TokenizerFile(tok, tok.to_str().encode("utf-8"), f"hub:{name}")
@@ -65,8 +65,8 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Tokenizer:
 
 
 def eod_id(tok: Tokenizer) -> int:
-    """Id of ``<|endoftext|>``; ConfigError if the tokenizer has none (needed for --append-eod)."""
+    """Id of ``<|endoftext|>``; ConfigError if the tokenizer has none (needed for ``append_eod``)."""
     i = tok.token_to_id(EOD_TOKEN)
     if i is None:
-        raise ConfigError(f"the tokenizer has no {EOD_TOKEN} token; --append-eod needs one")
+        raise ConfigError(f"the tokenizer has no {EOD_TOKEN} token; `append_eod` needs one")
     return int(i)

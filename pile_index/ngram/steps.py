@@ -49,8 +49,6 @@ def occurrence_rows(
             f"the n-gram occurs {n:,} times; expanding more than max_occurrences={max_occurrences:,} "
             f"to training rows is refused: query a longer n-gram or raise the setting", "max_occurrences")
     doc, off = index.locate(pat)
-    bs = int(order.batch_size)
-    trained_rows = int(order.train_steps) * bs
     if getattr(order, "preshuffled", False):
         sample = doc.astype(np.int64)
         in_row = np.ones(sample.size, dtype=bool)
@@ -86,15 +84,16 @@ def occurrence_rows(
         keep = in_row | split  # rows that only hold other parts of the document are not pairs of this n-gram
         sample = r_sample[ridx][keep]
         odoc, ooff, in_row, split = odoc[keep], ooff[keep], in_row[keep], split[keep]
+    step, slot = order.step_slot(sample)
     return {
         "doc_id": odoc.astype(np.int64),
         "offset": ooff.astype(np.int64),
         "sample_index": sample,
-        "step": sample // bs,
-        "slot": sample % bs,
+        "step": step,
+        "slot": slot,
         "in_row": in_row,
         "split": split,
-        "trained": sample < trained_rows,
+        "trained": order.trained(sample),
         "n_occurrences": np.int64(n),
     }
 

@@ -59,7 +59,7 @@ def export_range(order: Any, steps: tuple[int, int] | None = None) -> tuple[int,
     """Steps ``[A, B)`` to export, checked: default ``0 .. train_steps``; B at most the last step with a full
     batch of rows in the order."""
     bs = int(order.batch_size)
-    last = int(order.num_samples) // bs
+    last = int(order.full_steps)
     lo, hi = (0, int(order.train_steps)) if steps is None else (int(steps[0]), int(steps[1]))
     if steps is None and hi == 0:
         raise QueryError("train_steps is 0: no trained rows to export; name the steps to export (steps=A:B)")
@@ -168,9 +168,8 @@ def parquet_schema(order: Any, with_names: bool) -> pa.Schema:
 def rows_table(order: Any, ks: np.ndarray, documents: Any = None) -> pa.Table:
     """The export columns of sample indices ``ks`` (module docstring), one table row per sample."""
     ks = np.asarray(ks, dtype=np.int64)
-    bs = int(order.batch_size)
-    steps = ks // bs
-    cols: dict[str, pa.Array] = {"uid": pa.array(ks), "step": pa.array(steps), "slot": pa.array(ks % bs),
+    steps, slots = order.step_slot(ks)
+    cols: dict[str, pa.Array] = {"uid": pa.array(ks), "step": pa.array(steps), "slot": pa.array(slots),
                                  "batch_idx": pa.array(steps), "input_ids": input_ids_array(order.rows(ks))}
     if not order.preshuffled:
         p = order.row_pieces(ks)

@@ -74,6 +74,9 @@ class OrderConfig:
     train_steps: int | None = None
     """Steps counted as trained, in steps; None means num_samples // batch_size."""
 
+    def __post_init__(self) -> None:
+        self.validate()  # an OrderConfig that exists is a valid one (presets, replace() and callers alike)
+
     def validate(self) -> OrderConfig:
         for f in ("seed", "seq_length", "num_samples", "batch_size"):
             v = getattr(self, f)
@@ -128,7 +131,7 @@ def order_config(
     """
     if preshuffled_items is not None and preset is None:
         if seq_length is None:
-            raise ConfigError("a preshuffled store needs --seq-length (or --preset pythia): rows have seq_length + 1 tokens")
+            raise ConfigError("a preshuffled store needs `seq_length` (or `preset` pythia): rows have seq_length + 1 tokens")
         seed = 0 if seed is None else seed
         num_samples = max(1, preshuffled_items) if num_samples is None else num_samples
     given = dict(seed=seed, seq_length=seq_length, num_samples=num_samples, name=name, batch_size=batch_size,
@@ -137,12 +140,12 @@ def order_config(
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"order preset {preset!r} is unknown; expected one of {sorted(PRESETS)}")
-        return replace(PRESETS[preset], **given).validate()
+        return replace(PRESETS[preset], **given)
     missing = [k for k in ("seed", "seq_length", "num_samples") if k not in given]
     if missing:
-        opts = ", ".join("--" + m.replace("_", "-") for m in missing)
-        raise ConfigError(f"the training order needs {opts} (or --preset {'|'.join(PRESETS)})")
-    return OrderConfig(**given).validate()
+        opts = ", ".join(f"`{m}`" for m in missing)
+        raise ConfigError(f"the training order needs {opts} (or `preset` {'|'.join(PRESETS)})")
+    return OrderConfig(**given)
 
 
 # ----------------------------------------------------------------------------------------------- names

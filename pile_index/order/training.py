@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from numba.extending import intrinsic
 from ..atomic import save_npy
 from ..digests import ensure_digests
 from ..sql.documents import public_metadata
-from ..errors import ConfigError, FormatError, NotFoundError, QueryError
+from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
 from .index_maps import (
     MAX_EPOCHS,
     IndexMaps,
@@ -77,6 +78,12 @@ def inverse_paths(prefix: str | os.PathLike, cfg: OrderConfig) -> dict[str, Path
 # naming the file. The full check of ``order.check_index_maps`` is remembered in a marker; these checks are
 # not, so no file and no marker can make a look-up read outside its arrays. Each costs a compare per value
 # the look-up reads anyway.
+
+# One walk: :func:`_walk` turns rows into (document, offset, length) pieces with :func:`_piece_bounds`, the
+# per-row piece arithmetic; rows are those pieces gathered (:func:`_rows_kernel`), spans and the SQL
+# ``row_pieces`` table are its non-empty pieces (:func:`_pieces_kernel`). Document -> rows
+# (:func:`_doc_rows_kernel`) and first-seen (:func:`_first_seen_kernel`) go the other way or stream over
+# every row, and use the same :func:`_row_ends` and :func:`_piece_bounds`.
 
 _ROW_TOKENS = 9  # kernel code: the row's pieces do not add up to seq_length + 1 tokens
 
@@ -161,20 +168,29 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
-@numba.njit(cache=True, nogil=True)
-def _rows_kernel(ks, shuffle_idx, sample_idx, doc_idx, sizes, pointers, itemsize, tokens, out, width, max_span):
-    """Assemble rows ks into the flat out[n * width] straight from one .bin (GPT2Dataset.__getitem__ for
-    each k). Returns (0, 0) on success, else (code, index) of the first bad map entry, or (9, r) for a row r
-    whose pieces do not add up to width (index maps of another store).
+@numba.njit(cache=True, inline="always")
+def _piece_bounds(p, f, a, last, b, size):
+    """Tokens [s0, s1) of the document at doc_idx position p in a row that runs from (f, a) to (last, b)
+    (sample_idx[u] and sample_idx[u + 1]): GPT2Dataset.__getitem__'s ``doc_idx[f][a:]``, whole documents
+    between, ``doc_idx[last][:b + 1]`` (``[a:b + 1]`` when f == last). The one per-row piece arithmetic."""
+    s0 = a if p == f else 0
+    s1 = b + 1 if p == last else size
+    return s0, s1
 
-    Staged so that cache misses overlap: each look-up (shuffle_idx -> sample_idx -> doc_idx -> sizes and
-    pointers) runs as its own tight loop over all rows, whose iterations are independent, before any token
-    is copied; while copying piece i, the first tokens of piece i + 4 are prefetched (pieces sit at random
-    places in the .bin, so the hardware prefetcher cannot guess them: measured 0.8 -> 0.5 ms per 1,024-row
-    step on a warm 300 MB store). The copy indexes with unsigned integers: numba then drops its
-    negative-index wraparound check and the loop vectorises (4.7x faster than signed indices)."""
+
+@numba.njit(cache=True, nogil=True)
+def _walk(ks, shuffle_idx, sample_idx, doc_idx, sizes, width, max_span):
+    """The pieces of rows ks, in order: (code, index, row_ptr, items, offsets, lengths). Row r is the pieces
+    row_ptr[r] .. row_ptr[r + 1] - 1: document items[i] tokens [offsets[i], offsets[i] + lengths[i]); empty
+    pieces (empty documents, length 0) are kept so that every doc_idx position of a row has one. A non-zero
+    code names the first map entry out of range (``_row_ends``, or 1 for a doc_idx value inside a row), or
+    is 9 with index r for a row r whose pieces do not add up to width tokens.
+
+    Staged so that cache misses overlap: each look-up (shuffle_idx -> sample_idx -> doc_idx -> sizes) runs as
+    its own tight loop over all rows, whose iterations are independent."""
     n = ks.shape[0]
     n_docs = np.int64(sizes.shape[0])
+    none = np.empty(0, np.int64)
     first = np.empty(n, np.int64)
     start = np.empty(n, np.int64)
     last = np.empty(n, np.int64)
@@ -182,84 +198,102 @@ def _rows_kernel(ks, shuffle_idx, sample_idx, doc_idx, sizes, pointers, itemsize
     for r in range(n):
         code, index, f, a, l, b = _row_ends(shuffle_idx, sample_idx, doc_idx, sizes, ks[r], max_span)
         if code != 0:
-            return code, index
+            return code, index, none, none, none, none
         first[r] = f
         start[r] = a
         last[r] = l
-        stop[r] = b + 1
-    total = 0
+        stop[r] = b
+    row_ptr = np.empty(n + 1, np.int64)
+    row_ptr[0] = 0
     for r in range(n):
-        total += last[r] - first[r] + 1
-    docs = np.empty(total, np.int64)
+        row_ptr[r + 1] = row_ptr[r] + last[r] - first[r] + 1
+    total = row_ptr[n]
+    items = np.empty(total, np.int64)
     i = 0
     for r in range(n):
         for p in range(first[r], last[r] + 1):
             d = np.int64(doc_idx[p])
             if d < 0 or d >= n_docs:
-                return 1, p
-            docs[i] = d
+                return 1, p, none, none, none, none
+            items[i] = d
             i += 1
-    doc_size = np.empty(total, np.int64)
-    doc_base = np.empty(total, np.int64)
-    for i in range(total):
-        doc_size[i] = sizes[docs[i]]
-        doc_base[i] = pointers[docs[i]] // itemsize
-    src = np.empty(total, np.int64)
-    cnt = np.empty(total, np.int64)
-    i = 0
-    for r in range(n):
-        for p in range(first[r], last[r] + 1):
-            s0 = start[r] if p == first[r] else 0
-            s1 = stop[r] if p == last[r] else doc_size[i]
-            src[i] = doc_base[i] + s0
-            cnt[i] = max(s1 - s0, 0)
-            i += 1
+    offsets = np.empty(total, np.int64)
+    lengths = np.empty(total, np.int64)
     i = 0
     for r in range(n):
         o = 0
         for p in range(first[r], last[r] + 1):
-            ahead = i + _PREFETCH_PIECES
-            if ahead < total:
-                for c in range(0, min(cnt[ahead], _PREFETCH_TOKENS), 32):
-                    _prefetch(tokens, np.uint64(src[ahead] + c))
-            m = cnt[i]
-            if m > 0:
-                if o + m > width:
-                    return _ROW_TOKENS, r
-                a = np.uint64(src[i])
-                b = np.uint64(r * width + o)
-                for j in range(np.uint64(m)):
-                    out[b + j] = tokens[a + j]
-                o += m
+            s0, s1 = _piece_bounds(p, first[r], start[r], last[r], stop[r], np.int64(sizes[items[i]]))
+            m = max(s1 - s0, 0)
+            offsets[i] = s0
+            lengths[i] = m
+            o += m
             i += 1
         if o != width:
-            return _ROW_TOKENS, r
+            return _ROW_TOKENS, r, none, none, none, none
+    return 0, 0, row_ptr, items, offsets, lengths
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows_kernel(ks, shuffle_idx, sample_idx, doc_idx, sizes, pointers, itemsize, tokens, out, width, max_span):
+    """Assemble rows ks into the flat out[n * width] straight from one .bin (GPT2Dataset.__getitem__ for
+    each k): the pieces of :func:`_walk`, gathered. Returns (0, 0) on success, else the walk's (code, index).
+
+    The walk proves that each row's pieces add up to width, so the copy stays inside out. While copying
+    piece i, the first tokens of piece i + 4 are prefetched (pieces sit at random places in the .bin, so the
+    hardware prefetcher cannot guess them: measured 0.8 -> 0.5 ms per 1,024-row step on a warm 300 MB store).
+    The copy indexes with unsigned integers: numba then drops its negative-index wraparound check and the
+    loop vectorises (4.7x faster than signed indices)."""
+    code, index, row_ptr, items, offsets, lengths = _walk(ks, shuffle_idx, sample_idx, doc_idx, sizes, width,
+                                                          max_span)
+    if code != 0:
+        return code, index
+    total = items.shape[0]
+    src = np.empty(total, np.int64)
+    for i in range(total):
+        src[i] = pointers[items[i]] // itemsize + offsets[i]
+    for r in range(ks.shape[0]):
+        o = r * width
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            ahead = i + _PREFETCH_PIECES
+            if ahead < total:
+                for c in range(0, min(lengths[ahead], _PREFETCH_TOKENS), 32):
+                    _prefetch(tokens, np.uint64(src[ahead] + c))
+            m = lengths[i]
+            a = np.uint64(src[i])
+            b = np.uint64(o)
+            for j in range(np.uint64(m)):
+                out[b + j] = tokens[a + j]
+            o += m
     return 0, 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _pieces_kernel(ks, shuffle_idx, sample_idx, doc_idx, sizes, max_span, items, offsets, lengths, fill):
-    """The (item, offset, length) pieces of rows ks in order: (code, index, n pieces); counts only when
-    fill is False. A non-zero code names the first map entry out of range, as in :func:`_rows_kernel`."""
+def _pieces_kernel(ks, shuffle_idx, sample_idx, doc_idx, sizes, width, max_span):
+    """The non-empty pieces of rows ks, in order, as (code, index, row, item, offset, length) arrays: row is
+    the piece's position in ks. The walk of :func:`_walk` with its empty pieces left out."""
+    code, index, row_ptr, items, offsets, lengths = _walk(ks, shuffle_idx, sample_idx, doc_idx, sizes, width,
+                                                          max_span)
+    if code != 0:
+        return code, index, items, items, offsets, lengths
     n = 0
-    n_docs = np.int64(sizes.shape[0])
+    for i in range(items.shape[0]):
+        if lengths[i] > 0:
+            n += 1
+    rows = np.empty(n, np.int64)
+    out_items = np.empty(n, np.int64)
+    out_offsets = np.empty(n, np.int64)
+    out_lengths = np.empty(n, np.int64)
+    j = 0
     for r in range(ks.shape[0]):
-        code, index, f, a, last, b = _row_ends(shuffle_idx, sample_idx, doc_idx, sizes, ks[r], max_span)
-        if code != 0:
-            return code, index, n
-        for p in range(f, last + 1):
-            d = np.int64(doc_idx[p])
-            if d < 0 or d >= n_docs:
-                return 1, p, n
-            s0 = a if p == f else 0
-            s1 = b + 1 if p == last else np.int64(sizes[d])
-            if s1 > s0:
-                if fill:
-                    items[n] = d
-                    offsets[n] = s0
-                    lengths[n] = s1 - s0
-                n += 1
-    return 0, 0, n
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            if lengths[i] > 0:
+                rows[j] = r
+                out_items[j] = items[i]
+                out_offsets[j] = offsets[i]
+                out_lengths[j] = lengths[i]
+                j += 1
+    return 0, 0, rows, out_items, out_offsets, out_lengths
 
 
 @numba.njit(cache=True, inline="always")
@@ -312,8 +346,8 @@ def _doc_rows_kernel(doc_ids, positions, epochs, doc_idx, sample_idx, shuffle_id
                     return 2, u, n
                 if last < p or last >= m:
                     return 2, u + 1, n
-                start = np.int64(sample_idx[u, 1]) if f == p else 0
-                end = np.int64(sample_idx[u + 1, 1]) + 1 if last == p else size
+                start, end = _piece_bounds(p, f, np.int64(sample_idx[u, 1]), last, np.int64(sample_idx[u + 1, 1]),
+                                           size)
                 if start < 0 or start >= size:
                     return 3, u, n
                 if end <= start or end > size:
@@ -345,7 +379,8 @@ def _first_seen_kernel(shuffle_idx, sample_idx, doc_idx, sizes, limit, max_span,
             d = np.int64(doc_idx[p])
             if d < 0 or d >= n_docs:
                 return 1, p
-            if sizes[d] > 0 and first[p] > k:
+            s0, s1 = _piece_bounds(p, f, a, last, b, np.int64(sizes[d]))
+            if s1 > s0 and first[p] > k:
                 first[p] = k
     return 0, 0
 
@@ -427,7 +462,10 @@ def _check_samples(ks: np.ndarray, num_samples: int) -> np.ndarray:
     return ks
 
 
-class _OrderBase:
+class _OrderBase(ABC):
+    """What raw and preshuffled orders share: step/slot arithmetic, trained rows, batches; each order
+    supplies :meth:`rows` and :meth:`spans`."""
+
     seq_length: int
     batch_size: int
     num_samples: int
@@ -446,13 +484,44 @@ class _OrderBase:
         if self.trained_samples > self.num_samples:
             raise ConfigError(
                 f"train_steps {self.train_steps:,} x batch_size {cfg.batch_size:,} = {self.trained_samples:,} rows, "
-                f"but the order has {self.num_samples:,} {what}; pass --train-steps <= "
+                f"but the order has {self.num_samples:,} {what}; pass `train_steps` <= "
                 f"{self.num_samples // cfg.batch_size:,}"
             )
 
-    def sample_index(self, step: int, slot: int) -> int:
-        """Global sample index of (step, slot): step * batch_size + slot, range-checked."""
-        return _check_step_slot(step, slot, self.batch_size, self.num_samples)
+    @property
+    def full_steps(self) -> int:
+        """Steps whose batch_size rows all exist: num_samples // batch_size."""
+        return self.num_samples // self.batch_size
+
+    def sample_index(self, step: int | np.ndarray, slot: int | np.ndarray) -> int | np.ndarray:
+        """Global sample index of (step, slot): step * batch_size + slot, range-checked; an int64 array when
+        step or slot is an array (broadcast), checked as a whole (the first bad pair is named)."""
+        if np.ndim(step) == 0 and np.ndim(slot) == 0:
+            return _check_step_slot(step, slot, self.batch_size, self.num_samples)
+        steps, slots = np.broadcast_arrays(np.asarray(step, dtype=np.int64), np.asarray(slot, dtype=np.int64))
+        ks = steps * self.batch_size + slots
+        bad = (slots < 0) | (slots >= self.batch_size) | (steps < 0) | (ks >= self.num_samples)
+        if bad.any():
+            i = np.flatnonzero(bad.reshape(-1))[0]
+            _check_step_slot(steps.reshape(-1)[i], slots.reshape(-1)[i], self.batch_size, self.num_samples)
+        return ks
+
+    def step_slot(self, k: int | np.ndarray) -> tuple[int, int] | tuple[np.ndarray, np.ndarray]:
+        """(step, slot) of sample index k: k // batch_size, k % batch_size (ints, or arrays for an array)."""
+        if isinstance(k, (int, np.integer)):
+            return int(k) // self.batch_size, int(k) % self.batch_size
+        ks = np.asarray(k)
+        return ks // self.batch_size, ks % self.batch_size
+
+    def step_rows(self, step: int, to_step: int | None = None) -> tuple[int, int]:
+        """Sample indices [k0, k1) of steps step..to_step inclusive (default: step alone), range-checked."""
+        to_step = step if to_step is None else to_step
+        step, to_step = int(step), int(to_step)
+        if to_step < step:
+            raise QueryError(f"`to` {to_step:,} is before step {step:,}; expected `to` >= step")
+        first = self.sample_index(step, 0)
+        last = self.sample_index(to_step, self.batch_size - 1)
+        return first, last + 1
 
     def trained(self, sample_indices: np.ndarray | int) -> np.ndarray | bool:
         """Whether each sample index is a trained row (k < train_steps x batch_size); a bool for an int.
@@ -461,29 +530,22 @@ class _OrderBase:
             return int(sample_indices) < self.trained_samples
         return np.asarray(sample_indices) < self.trained_samples
 
-    def rows(self, sample_indices: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def rows(self, sample_indices: np.ndarray) -> np.ndarray:
+        """Rows of the given sample indices, (n, seq_length + 1), store dtype."""
+
+    @abstractmethod
+    def spans(self, k: int) -> list[dict[str, int]] | None:
+        """Document pieces of row k (doc_id, doc_start, doc_end, sample_start), None without document identity."""
 
     def row(self, k: int) -> np.ndarray:
         """Row of sample index k: seq_length + 1 tokens of the store's dtype."""
         return self.rows(np.array([int(k)], dtype=np.int64))[0]
 
-    def _step_range(self, step: int, to_step: int | None) -> tuple[int, int]:
-        to_step = step if to_step is None else to_step
-        step, to_step = int(step), int(to_step)
-        if to_step < step:
-            raise QueryError(f"--to {to_step:,} is before step {step:,}; expected to >= step")
-        first = self.sample_index(step, 0)
-        last = self.sample_index(to_step, self.batch_size - 1)
-        return first, last + 1
-
     def batch(self, step: int, to_step: int | None = None) -> np.ndarray:
         """Rows of steps step..to_step inclusive, (rows, seq_length + 1), in slot order."""
-        k0, k1 = self._step_range(step, to_step)
+        k0, k1 = self.step_rows(step, to_step)
         return self.rows(np.arange(k0, k1, dtype=np.int64))
-
-    def _steps_of(self, k: int) -> tuple[int, int]:
-        return k // self.batch_size, k % self.batch_size
 
 
 class TrainingOrder(_OrderBase):
@@ -549,37 +611,29 @@ class TrainingOrder(_OrderBase):
             if code:
                 raise self._map_error(code, int(ks[index]) if code == _ROW_TOKENS else index)
             return out
-        items, offsets, lengths = self._pieces(ks)
+        _, items, offsets, lengths = self.pieces(ks)
         flat = self.store.gather(items, offsets, lengths)
         if flat.size != ks.size * width:
             raise FormatError(self._corrupt(int(ks[0])))
         return flat.reshape(ks.size, width)
 
-    def _pieces(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(item, offset, length) of every non-empty piece of rows ks, in order (the walk of the kernels)."""
-        empty = np.empty(0, np.int64)
-        args = (ks, self._shuffle_idx, self._sample_idx, self._doc_idx, self._sizes, np.int64(self._max_span))
-        code, index, n = _pieces_kernel(*args, empty, empty, empty, False)
+    def pieces(self, sample_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(row, item, offset, length) int64 arrays of every non-empty piece of the given rows, in order: piece
+        i is document item[i]'s tokens [offset[i], offset[i] + length[i]), in the row sample_indices[row[i]]
+        (GPT2Dataset.__getitem__'s walk, range-checked)."""
+        ks = _check_samples(sample_indices, self.num_samples)
+        code, index, *pieces = _pieces_kernel(ks, self._shuffle_idx, self._sample_idx, self._doc_idx, self._sizes,
+                                              np.int64(self.seq_length + 1), np.int64(self._max_span))
         if code:
-            raise self._map_error(code, index)
-        items, offsets, lengths = (np.empty(n, np.int64) for _ in range(3))
-        _pieces_kernel(*args, items, offsets, lengths, True)
-        return items, offsets, lengths
+            raise self._map_error(code, int(ks[index]) if code == _ROW_TOKENS else index)
+        return tuple(pieces)
 
     def row_pieces(self, sample_indices: np.ndarray) -> dict[str, np.ndarray]:
         """The non-empty pieces of many rows at once (what :meth:`spans` gives for one): equal-length int64
         arrays ``row`` (position in ``sample_indices``, ascending), ``doc_id``, ``doc_start``, ``doc_end``, in
         row order and, within a row, in token order. Rows whose pieces do not tile seq_length + 1 are a
         FormatError, as in :meth:`rows`."""
-        ks = _check_samples(sample_indices, self.num_samples)
-        items, offsets, lengths = self._pieces(ks)
-        width = self.seq_length + 1
-        ends = np.cumsum(lengths)
-        row = (ends - lengths) // width
-        if (ends.size and int(ends[-1]) != ks.size * width) or np.any((ends - 1) // width != row):
-            bad = int(row[np.flatnonzero((ends - 1) // width != row)[0]]) if ends.size and \
-                np.any((ends - 1) // width != row) else 0
-            raise FormatError(self._corrupt(int(ks[min(bad, ks.size - 1)])))
+        row, items, offsets, lengths = self.pieces(sample_indices)
         return {"row": row, "doc_id": items, "doc_start": offsets, "doc_end": offsets + lengths}
 
     def _corrupt(self, k: int) -> str:
@@ -592,14 +646,12 @@ class TrainingOrder(_OrderBase):
         """Pieces of row k in order: document tokens [doc_start, doc_end) sit at row positions
         [sample_start, sample_start + doc_end - doc_start). Empty documents hold no tokens and are left out."""
         k = _check_sample(k, self.num_samples)
-        items, offsets, lengths = self._pieces(np.array([k], dtype=np.int64))
+        _, items, offsets, lengths = self.pieces(np.array([k], dtype=np.int64))
         out = []
         pos = 0
         for d, s0, n in zip(items.tolist(), offsets.tolist(), lengths.tolist()):
             out.append({"doc_id": d, "doc_start": s0, "doc_end": s0 + n, "sample_start": pos})
             pos += n
-        if pos != self.seq_length + 1:
-            raise FormatError(self._corrupt(k))
         return out
 
     # -- inverse files
@@ -667,9 +719,12 @@ class TrainingOrder(_OrderBase):
             raise NotFoundError(f"doc_id {bad:,} is out of range; the store has documents 0..{self.n_docs - 1:,}")
         return ids
 
-    def doc_rows(self, doc_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
+    def doc_rows(self, doc_ids: np.ndarray, limit: int | None = None,
+                 max_occurrences: int | None = None) -> dict[str, np.ndarray]:
         """Every row (sample index < limit, default all usable samples) holding tokens of each document:
-        equal-length int64 arrays doc_id, sample_index, doc_start, doc_end, grouped by input document."""
+        equal-length int64 arrays doc_id, sample_index, doc_start, doc_end, grouped by input document.
+        LimitError ``max_occurrences`` (None: no bound) when there are more rows than that: counted first,
+        refused before any is written out."""
         ids = self._check_docs(doc_ids)
         positions, inverse = self._load_inverse()
         limit = self.num_samples if limit is None else int(limit)
@@ -679,18 +734,25 @@ class TrainingOrder(_OrderBase):
         code, index, n = _doc_rows_kernel(*args, empty, empty, empty, empty, False)
         if code:
             raise self._map_error(code, index)
+        if max_occurrences is not None and n > max_occurrences:
+            what = f"document {int(ids[0]):,}" if ids.size == 1 else f"{ids.size:,} documents"
+            raise LimitError(f"{what} sits in {n:,} rows; max_occurrences={int(max_occurrences):,}",
+                             "max_occurrences")
         out = {key: np.empty(n, np.int64) for key in ("doc_id", "sample_index", "doc_start", "doc_end")}
         _doc_rows_kernel(*args, out["doc_id"], out["sample_index"], out["doc_start"], out["doc_end"], True)
         return out
 
-    def doc_steps(self, doc_id: int) -> dict[str, Any]:
-        """Every trained row (sample index < train_steps * batch_size) holding tokens of ``doc_id``."""
-        r = self.doc_rows(np.array([int(doc_id)], dtype=np.int64), limit=self.trained_samples)
+    def doc_steps(self, doc_id: int, max_occurrences: int | None = None) -> dict[str, Any]:
+        """Every trained row (sample index < train_steps * batch_size) holding tokens of ``doc_id``; at most
+        ``max_occurrences`` of them (None: no bound; LimitError before they are expanded)."""
+        r = self.doc_rows(np.array([int(doc_id)], dtype=np.int64), limit=self.trained_samples,
+                          max_occurrences=max_occurrences)
         order = np.argsort(r["sample_index"], kind="stable")
         occ = []
         for i in order:
             k = int(r["sample_index"][i])
-            occ.append({"step": k // self.batch_size, "slot": k % self.batch_size, "sample_index": k,
+            step, slot = self.step_slot(k)
+            occ.append({"step": step, "slot": slot, "sample_index": k,
                         "doc_start": int(r["doc_start"][i]), "doc_end": int(r["doc_end"][i])})
         return {"doc_id": int(doc_id), "occurrences": occ,
                 "first_step": occ[0]["step"] if occ else None, "last_step": occ[-1]["step"] if occ else None}
@@ -719,7 +781,8 @@ class TrainingOrder(_OrderBase):
         repeat = None
         if int(best_doc) >= 0:
             k = int(best_k)
-            repeat = {"step": k // self.batch_size, "slot": k % self.batch_size, "sample_index": k,
+            step, slot = self.step_slot(k)
+            repeat = {"step": step, "slot": slot, "sample_index": k,
                       "doc_id": int(best_doc)}
         return {
             "epochs": self.epochs,
@@ -757,9 +820,9 @@ class PreshuffledOrder(_OrderBase):
             if int(sizes[k]) != width:
                 raise FormatError(
                     f"{store.prefix}: item {k:,} has {int(sizes[k]):,} tokens; a preshuffled store for seq_length "
-                    f"{cfg.seq_length:,} has {width:,} per item. Check --seq-length or drop --preshuffled"
+                    f"{cfg.seq_length:,} has {width:,} per item. Check `seq_length` or drop `preshuffled`"
                 )
-        self._set_train_steps(cfg, self.num_samples // cfg.batch_size, "rows in the preshuffled store")
+        self._set_train_steps(cfg, self.full_steps, "rows in the preshuffled store")
 
     def rows(self, sample_indices: np.ndarray) -> np.ndarray:
         ks = _check_samples(sample_indices, self.num_samples)
@@ -838,7 +901,7 @@ def describe_batch(order: Order, step: int, to_step: int | None = None) -> tuple
     step's rows; rows of one step share it) and ``trained_rows`` (the first that many rows are trained)."""
     to_step = int(step) if to_step is None else int(to_step)
     rows = order.batch(step, to_step)
-    trained = order.trained(np.arange(int(step), to_step + 1, dtype=np.int64) * order.batch_size)
+    trained = order.trained(order.sample_index(np.arange(int(step), to_step + 1, dtype=np.int64), 0))
     record = {"step": int(step), "to_step": to_step, "first_sample_index": order.sample_index(step, 0),
               "rows": int(rows.shape[0]), "seq_length": int(order.seq_length), "train_steps": int(order.train_steps),
               "trained": [bool(x) for x in trained], "trained_rows": int(trained.sum()) * int(order.batch_size)}
@@ -869,7 +932,8 @@ def verify_orders(raw: TrainingOrder, pre: PreshuffledOrder, start: int = 0, sto
         if diff.any():
             r, col = (int(x) for x in np.argwhere(diff)[0])
             kk = k + r
-            mismatch = {"sample_index": kk, "step": kk // raw.batch_size, "slot": kk % raw.batch_size,
+            step, slot = raw.step_slot(kk)
+            mismatch = {"sample_index": kk, "step": step, "slot": slot,
                         "position": col, "expected": int(a[r, col]), "found": int(b[r, col])}
             k = kk + 1
             break

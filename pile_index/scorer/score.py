@@ -19,6 +19,7 @@ most CPUs), bf16 on CUDA (fp16 where bf16 is missing); softmax statistics are fp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -82,7 +83,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: this torch build sees no CUDA device; use --device cpu")
+        raise ConfigError(f"`device` {device}: this torch build sees no CUDA device; use `device` cpu")
     return dev
 
 
@@ -98,7 +99,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
         return dtype
     if dtype is not None:
         if dtype not in _DTYPES:
-            raise ConfigError(f"--dtype {dtype!r}: expected one of {sorted(_DTYPES)}")
+            raise ConfigError(f"`dtype` {dtype!r}: expected one of {sorted(_DTYPES)}")
         return _DTYPES[dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -249,7 +250,7 @@ class _Manifest:
                 diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
                 raise ConfigError(
                     f"{folder} holds parts of a different job (differs in: {', '.join(diff)}): rerun with the "
-                    "same options, use another --out, or delete that folder to start over"
+                    "same options, use another `out`, or delete that folder to start over"
                 )
             self.data = data
         else:
@@ -283,9 +284,9 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
     if not len(sample_index) == len(steps) == len(slots):
         raise ConfigError("steps, slots and sample_index must have the same length")
     if len(sample_index) == 0:
-        raise ConfigError("no rows to score: the --steps/--slots ranges are empty")
+        raise ConfigError("no rows to score: the `steps`/`slots` ranges are empty")
     if not revisions:
-        raise ConfigError("no revision to score: give at least one --revision (or none for the default)")
+        raise ConfigError("no revision to score: give at least one `revision` (or none for the default)")
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows={chunk_rows}: expected a positive number of rows")
     dev = pick_device(device)
@@ -330,9 +331,9 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
             return cached[sl]
         return rows
 
-    redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
-    redirect.__enter__()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar, not through it
+        stack.callback(bar.close)  # closed first, then the redirect ends
         for ri, rev in enumerate(revisions):
             key = str(ri)
             todo = [ci for ci in range(n_chunks) if not manifest.done(names[ri][ci])]
@@ -385,9 +386,6 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
                 manifest.data["parts"][name] = {"rows": table.num_rows, "bytes": (parts / name).stat().st_size}
                 manifest.save()
             del net
-    finally:
-        bar.close()
-        redirect.__exit__(None, None, None)
 
     # stream the parts into the final file (one part in memory at a time; per-token jobs can be large)
     meta = {b"pile_index.score": json.dumps(

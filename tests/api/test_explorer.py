@@ -279,6 +279,25 @@ def check_ngram(get, fields, text, offset, page):
     shown_as_formatted(fields)
 
 
+def trace_passage(get) -> str:
+    """A passage a model might write: two pieces of training documents around words the corpus lacks."""
+    a = get("/v1/documents/3")["text"]
+    b = get("/v1/documents/7")["text"]
+    return a[:120] + " zqxj vrrk " + b[40:160]
+
+
+def check_trace(get, fields, passage):
+    t = get("/v1/ngrams/trace", text=passage)
+    top = [f for f in fields if f["row"] is None]
+    for k in ("tokens", "n_tokens", "maximal_spans", "dropped_short", "min_tokens"):
+        assert one(top, k) == t[k], k
+    assert t["spans"], "the passage should hold spans of the training data"
+    for k in ("start", "end", "length", "count", "first_step", "last_step"):
+        assert by_row(fields, k) == {f"span-{i}": s[k] for i, s in enumerate(t["spans"])}, k
+    assert all(s["steps_computed"] for s in t["spans"])
+    shown_as_formatted(fields)
+
+
 def check_dataset(get, fields, name):
     s = get(f"/v1/datasets/{name}/summary")
     eff = {("all" if e["cohort"] is None else str(e["cohort"])): e for e in s["treatment_effects"]}
@@ -383,6 +402,13 @@ def test_ngram(client):
     count = client.get("/v1/ngrams/count", params={"text": " self"}).json()["count"]
     assert count > 40, "the fixture needs a frequent n-gram to page through"
     check_ngram(get_json(client), page(client, f"/ngrams?text={quote(' self')}&offset=20"), " self", 20, 20)
+
+
+def test_trace(client):
+    passage = trace_passage(get_json(client))
+    check_trace(get_json(client), page(client, f"/ngrams?trace={quote(passage)}"), passage)
+    r = client.get("/ngrams", params={"trace": passage, "min_tokens": 0}, headers={"accept": "text/html"})
+    assert r.status_code == 422 and "text/html" in r.headers["content-type"]
 
 
 def test_ngram_by_tokens(client):
@@ -600,6 +626,7 @@ def browser_pages(world, picks):
         "sample": (f"/samples/{step}/{slot}", lambda g, f: check_sample(g, f, step, slot, world["dataset"])),
         "document": (f"/documents/{doc}", lambda g, f: check_document(g, f, doc, 0, 2048)),
         "ngrams": (f"/ngrams?text={quote(NGRAM)}", lambda g, f: check_ngram(g, f, NGRAM, 0, 20)),
+        "trace": (None, None),  # the passage comes from the API: see test_page_in_browser
         "dataset": (f"/datasets/{world['dataset']}", lambda g, f: check_dataset(g, f, world["dataset"])),
         "sql": (f"/sql?sql={quote(SOURCES_SQL)}", lambda g, f: check_sql(g, f, SOURCES_SQL)),
         "docs": ("/docs", None),
@@ -607,9 +634,14 @@ def browser_pages(world, picks):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["overview", "step", "sample", "document", "ngrams", "dataset", "sql", "docs"])
+@pytest.mark.parametrize("name", ["overview", "step", "sample", "document", "ngrams", "trace", "dataset", "sql",
+                                  "docs"])
 def test_page_in_browser(browser, server, world, picks, tokenizer, timings, name):
     url, check = browser_pages(world, picks)[name]
+    if name == "trace":
+        with TestClient(create_app(world["settings"])) as c:
+            passage = trace_passage(get_json(c))
+        url, check = f"/ngrams?trace={quote(passage)}", (lambda g, f: check_trace(g, f, passage))
     v = Visit(browser, server)
     try:
         v.open(url)  # the first visit of a page may open what it needs (order statistics, n-gram index)

@@ -182,6 +182,7 @@ def main() -> None:
     ap.add_argument("--sql-concurrency", type=int, default=32, help="connections of the light SQL load")
     ap.add_argument("--sql-timeout", type=float, default=20.0, help="the server's sql_timeout_s (the slow queries)")
     ap.add_argument("--rounds", type=int, default=1, help="times to repeat every measurement")
+    ap.add_argument("--json", action="store_true", help='print {"ratios": {...}} (against the targets) as the last line')
     ap.add_argument("--only", default="", help="comma-separated subset of: samples, doc_steps, ngram_count, "
                     "sql_light, corpus, head_of_line")
     args = ap.parse_args()
@@ -220,6 +221,7 @@ def main() -> None:
                 "corpus": ["/v1/corpus"] * n,
             }
             only = set(filter(None, args.only.split(","))) or {*routes, "head_of_line"}
+            ratios: dict[str, list[float]] = {}  # req/s over 1,000 per route; p99 over 100 ms beside slow SQL
             for name, paths in routes.items():  # warm up (numba, page cache, the SQL sandbox)
                 if name in only or (name == "samples" and "head_of_line" in only):
                     run_load(port, paths[: min(200, n)], args.concurrency)
@@ -230,7 +232,9 @@ def main() -> None:
                         continue
                     r = run_load(port, paths, args.sql_concurrency if name == "sql_light" else args.concurrency)
                     report(name, r)
+                    ratios.setdefault(f"api_{name}_req_per_s_vs_1000", []).append(r["req_per_s"] / 1000)
                     if name == "samples":
+                        ratios.setdefault("api_samples_p99_vs_50ms", []).append(r["p99_ms"] / 50)
                         ok = r["req_per_s"] >= 1000 and r["p99_ms"] < 50 and r["errors"] == 0
                         print(f"{'':14s} target >= 1,000 req/s, p99 < 50 ms, 0 errors: {'met' if ok else 'NOT met'} "
                               f"(ratio {r['req_per_s'] / 1000:.2f}x of 1,000 req/s)")
@@ -242,12 +246,18 @@ def main() -> None:
                     with SlowQueries(port, 2) as slow:
                         r = run_load(port, routes["samples"], args.concurrency)
                     report("samples+2slow", r)
+                    ratios.setdefault("api_samples_beside_2_slow_sql_p99_vs_100ms", []).append(r["p99_ms"] / 100)
                     ok = r["p99_ms"] < 100 and r["errors"] == 0
                     print(f"{'':14s} target p99 < 100 ms beside 2 slow SQL queries ({slow.done} ended meanwhile, "
                           f"sql_timeout_s={args.sql_timeout:g}): {'met' if ok else 'NOT met'}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
+    if args.json:
+        print(json.dumps({"ratios": ratios, "targets": {"api_samples_req_per_s_vs_1000": ">= 1.0",
+                                                         "api_samples_p99_vs_50ms": "< 1.0",
+                                                         "api_sql_light_req_per_s_vs_1000": ">= 0.3",
+                                                         "api_samples_beside_2_slow_sql_p99_vs_100ms": "< 1.0"}}))
 
 
 if __name__ == "__main__":

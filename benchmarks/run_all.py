@@ -38,7 +38,7 @@ QUICK_ARGS = {
     "ngram": ["--scale", "0.05", "--queries", "200", "--rounds", "3"],
     "scorer": ["--rows", "1", "--repeats", "1", "--seq-length", "512"],
     "api_load": ["--docs", "2000", "--requests", "500"],
-    "ngram_scale": ["--tokens", "2000000", "--queries", "200", "--cold", "10", "--rounds", "2"],
+    "ngram_scale": ["--tokens", "2000000", "--queries", "200", "--batch", "20000", "--cold", "10", "--rounds", "2"],
 }
 
 

@@ -34,6 +34,40 @@ def test_count_many_equals_single_counts_and_brute_force(corpus):
     assert got.tolist() == [idx.count(p) for p in pats] == [len(brute(docs, list(p))) for p in pats]
 
 
+@pytest.mark.parametrize("layout", [{"shard_tokens": 400}, {"sample_every": 4, "sample_tokens": 3},
+                                    {"sample_every": 64}])
+def test_count_many_shared_bounds_on_common_prefixes(tmp_path, layout):
+    """Sorted neighbours bound each other's search: queries that are prefixes of others, share long prefixes,
+    repeat, or are absent, in both index formats (4-byte pointers, no sample; 5-byte with a sample)."""
+    rng = np.random.default_rng(11)
+    docs = [rng.integers(0, 3, size=int(rng.integers(0, 60))).astype(np.uint16) for _ in range(40)]
+    docs += [np.tile(np.array([0, 1, 2], dtype=np.uint16), 20), np.zeros(30, dtype=np.uint16)]
+    store = make_store(tmp_path, docs)
+    build_index(store, **layout)
+    idx = NgramIndex(store)
+    assert idx.format_version == (2 if "shard_tokens" in layout else 3)
+    stems = [list(map(int, rng.integers(0, 3, size=int(rng.integers(1, 6))))) for _ in range(40)]
+    pats = [stem + list(map(int, rng.integers(0, 4, size=k))) for stem in stems for k in range(0, 9, 2)]
+    pats += [[0] * k for k in range(1, 33)] + [[0, 1, 2] * 7, [0, 1, 2] * 7 + [0], [2, 3]]
+    pats = [pats[i] for i in rng.permutation(len(pats))] + pats[:50]
+    got = idx.count_many(pats).tolist()
+    assert got == [idx.count(p) for p in pats] == [len(brute(docs, p)) for p in pats]
+    assert idx.count_many(np.array([p[:1] for p in pats])).tolist() == [len(brute(docs, p[:1])) for p in pats]
+
+
+@pytest.mark.parametrize("top", [3, 70_000, 2**31 - 1])
+def test_sort_order_is_lexicographic(top):
+    from pile_index.ngram.batch import pack_queries, sort_order
+
+    rng = np.random.default_rng(top)
+    vals = np.array([0, 1, 2, top - 1, top])[: 3 if top == 3 else 5]
+    qs = [list(map(int, vals[rng.integers(0, len(vals), size=int(rng.integers(1, 12)))])) for _ in range(3000)]
+    qs += qs[:100]
+    order = sort_order(*pack_queries(qs))
+    assert sorted(order.tolist()) == list(range(len(qs)))
+    assert [qs[i] for i in order] == sorted(qs)
+
+
 def test_count_many_2d_array_and_empty(corpus):
     docs, idx = corpus
     arr = np.array([[1, 2, 3], [0, 0, 0], [1, 2, 3], [3, 3, 3]], dtype=np.uint16)

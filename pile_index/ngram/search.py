@@ -15,6 +15,8 @@ Stable entry points (called by other modules of this package; keep their call sh
   levels of both binary searches done on the in-RAM sample (``stoks[j]`` = the first tokens of row
   ``j * every``, ``slen[j]`` how many of them lie inside the row's item), so a cold query reads the disk only
   inside one window of ``every`` rows on each side; an empty sample searches the whole shard;
+- ``_range_sampled_within(tokens, words, stoks, slen, every, pat, blo, bhi) -> (lo, hi)``: the same, rows
+  ``< blo`` known to sort before pat and rows ``>= bhi`` after it (the batch count's shared bounds);
 - ``sa_at(words, n, row) -> int64``: the suffix pointer of ``row`` (``n = len(tokens)``), either width;
 - ``_cmp(tokens, words, p, pat)``: the suffix at token position ``p`` (cut at its item's end) against pat.
 
@@ -301,3 +303,22 @@ def _range_positions_sampled(tokens, words, stoks, slen, every, pat, skip, limit
     if lo < 0:
         return lo, hi, np.empty(0, dtype=np.int64)
     return _positions(tokens, words, pat, lo, hi, skip, limit, base)
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_sampled_within(tokens, words, stoks, slen, every, pat, blo, bhi):
+    """As :func:`_range_sampled`, rows below ``blo`` being known to sort before pat and rows from ``bhi`` on
+    after it (a batch's sorted neighbour gives these): the search runs inside the tighter of the two windows,
+    with the same damage checks. Bounds that contradict the sample (only a damaged file makes them) are
+    dropped, so the answer is the unbounded search's."""
+    n = tokens.shape[0]
+    if 0 <= blo <= bhi <= n and bhi - blo <= every:  # inside one sample gap: the sample cannot narrow it
+        return _range_window(tokens, words, pat, blo, bhi)
+    wlo, mlo, mhi, whi = _window(stoks, slen, every, n, pat)
+    if mlo < mhi:
+        a, b = max(wlo, min(blo, mlo)), min(whi, max(bhi, mhi))
+        return _range_known(tokens, words, pat, a, mlo, mhi, b)
+    a, b = max(wlo, blo), min(whi, bhi)
+    if a > b:
+        a, b = wlo, whi
+    return _range_window(tokens, words, pat, a, b)

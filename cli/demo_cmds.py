@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+from pile_index.files import tokenizer_path
 from pile_index.order import OrderOptions
 
 from .main import main as cli_main
@@ -86,7 +87,7 @@ def _passage(prefix: str, doc: int) -> tuple[str, list[int]]:
     from pile_index.format import TokenStore
 
     store = TokenStore(prefix)
-    tok = Tokenizer.from_file(f"{prefix}.tokenizer.json")
+    tok = Tokenizer.from_file(str(tokenizer_path(prefix)))
     first = store.get(doc, 0, min(48, int(store.sizes[doc]))).tolist()
     other = (doc + 7) % len(store)
     n = int(store.sizes[other])
@@ -190,7 +191,7 @@ def _serve_and_query(prefix: str, order: OrderOptions, ds: Path) -> None:
     from api.main import create_app
     from api.settings import Settings, order_settings
 
-    settings = Settings(prefixes=[prefix], datasets=[str(ds)], tokenizer=f"{prefix}.tokenizer.json",
+    settings = Settings(prefixes=[prefix], datasets=[str(ds)], tokenizer=str(tokenizer_path(prefix)),
                         **order_settings(order))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,

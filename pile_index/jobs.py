@@ -17,6 +17,7 @@ from typing import Any
 
 from .atomic import write_bytes
 from .errors import ConfigError, FormatError
+from .files import JOB_FILE
 from .sidecar import read_json
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def job_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def claim_folder(folder: Path, job: dict[str, Any], *, job_name: str = "job.json", restart: bool = False,
+def claim_folder(folder: Path, job: dict[str, Any], *, job_name: str = JOB_FILE, restart: bool = False,
                  what: str = "job", units: str = "files", shown: Path | None = None, fix: str = "") -> Path:
     """Make ``folder`` hold units of ``job`` only and record it in ``folder/job_name``; returns that path.
 

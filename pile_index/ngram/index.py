@@ -50,6 +50,7 @@ import numpy as np
 from ..atomic import atomic_path, write_bytes
 from ..digests import sampled_digest, sha256_array
 from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
+from ..files import ngram_dir, ngram_manifest_path, ngram_shard_path
 from ..sidecar import check, optional, read_json
 from ..format.store import TokenStore
 
@@ -63,7 +64,7 @@ MAX_SHARD_TOKENS = (1 << 32) - 1  # uint32 suffix pointers; items are < 2**31 to
 
 def index_dir(prefix: str | os.PathLike) -> Path:
     """Where the n-gram index of the store whose first prefix is ``prefix`` lives: ``PREFIX.ngram/``."""
-    return Path(f"{os.fspath(prefix)}.ngram")
+    return ngram_dir(prefix)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -637,7 +638,7 @@ class _Shard:
         self.n = spec.n_tokens
         self.tokens = _shard_tokens(store, spec)
         self.digests = digests
-        self.path = path = folder / f"shard-{i:05}.sa"
+        self.path = path = ngram_shard_path(folder, i)
         size = spec.n_words * 4
         if not path.is_file():
             raise FormatError(f"{path}: missing; rebuild the index with `pile-index ngram build`")
@@ -685,7 +686,7 @@ def _entry_point(kernel: Any, *args: Any) -> Any:
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The n-gram manifest in ``folder``, with its required keys and types checked (FormatError if damaged)."""
-    path = Path(folder) / "manifest.json"
+    path = ngram_manifest_path(folder)
     fix = "rebuild with `pile-index ngram build`"
     doc = read_json(path, fix)
     if isinstance(doc, dict) and doc.get("format_version") != FORMAT_VERSION:
@@ -705,7 +706,7 @@ class NgramIndex:
     def __init__(self, store: TokenStore, folder: str | os.PathLike | None = None, check_tokens: bool = True):
         self.store = store
         self.folder = Path(folder) if folder is not None else index_dir(store.prefix)
-        manifest_path = self.folder / "manifest.json"
+        manifest_path = ngram_manifest_path(self.folder)
         if not os.path.lexists(manifest_path):
             raise NotFoundError(
                 f"{manifest_path}: no n-gram index for {store.prefix}; build it with `pile-index ngram build {store.prefix}`"

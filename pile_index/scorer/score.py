@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from .. import files
 from ..atomic import atomic_path, write_bytes
 from ..errors import ConfigError, FormatError
 from ..sidecar import load_sidecar
@@ -241,7 +242,7 @@ class _Manifest:
     """``OUT.parts/manifest.json``: the job description, checkpoint records and finished parts."""
 
     def __init__(self, folder: Path, job: dict):
-        self.folder, self.path = folder, folder / "manifest.json"
+        self.folder, self.path = folder, folder / files.MANIFEST
         if self.path.is_file():
             data = load_sidecar(self.path, {"version": int, "job": dict, "checkpoints": dict, "parts": dict},
                                 f"delete {folder} to start over")
@@ -301,10 +302,10 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
                     if k not in ("batch_size", "logits_chunk_elems", "decode_batch_size")},
         "device_type": dev.type, "dtype": str(dt).removeprefix("torch."), **(job or {}),
     }
-    parts = Path(f"{out}.parts")
+    parts = files.score_parts_dir(out)
     parts.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(parts, job_desc)
-    names = [[f"r{ri:03d}-c{ci:06d}.parquet" for ci in range(n_chunks)] for ri in range(len(revisions))]
+    names = [[files.score_part_name(ri, ci) for ci in range(n_chunks)] for ri in range(len(revisions))]
     n_done = sum(min(chunk_rows, n - ci * chunk_rows) for ri in range(len(revisions))
                  for ci in range(n_chunks) if manifest.done(names[ri][ci]))
     # every revision still to score is found before the first is scored (missing ones named together)

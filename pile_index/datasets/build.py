@@ -329,12 +329,11 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
         ck_rows.append({"revision": rev, "checkpoint_step": revision_step(rev), "model": rec["model"],
                         "commit_sha": rec.get("commit_sha"), "weights_sha256": rec["weights_sha256"],
                         "tensors_sha256": rec.get("tensors_sha256")})
-    seen: dict[str, str] = {}
+    from ..scorer.checkpoint import DuplicateWeights
+
+    dups = DuplicateWeights()  # the scorer's rule: equal weight files or equal tensors
     for r in ck_rows:
-        r["duplicate_of"] = seen.get(r["tensors_sha256"] or r["weights_sha256"])
-        seen.setdefault(r["tensors_sha256"] or r["weights_sha256"], r["revision"])
-        if r["duplicate_of"]:
-            log.warning("%s carries the same weights as %s (pythia issues 195, 205, 206)", r["revision"], r["duplicate_of"])
+        r["duplicate_of"] = dups.check(r["revision"], r["weights_sha256"], r["tensors_sha256"])
     ck_tbl = pa.Table.from_pylist(ck_rows)
     with atomic_path(out / files.DATASET_CHECKPOINTS) as tmp:
         pq.write_table(ck_tbl, tmp)

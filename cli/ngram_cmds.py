@@ -14,7 +14,9 @@ import numpy as np
 from ingest.attach import MIN_MATCH_FRACTION
 from pile_index.errors import ConfigError
 from pile_index.format import TokenStore
-from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, locate_page, query_tokens
+from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, default_memory, locate_page, query_tokens
+from pile_index.ngram.build import peak_rss_bytes
+from pile_index.ngram.layout import DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_TOKENS
 from pile_index.ngram.trace import DEFAULT_MIN_TOKENS, DEFAULT_OCCURRENCES
 from pile_index.settings import default
 from pile_index.sql import documents_for, tokenizer_for
@@ -38,8 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = nsub.add_parser("build", help="build the suffix-array index of a store (PREFIX.ngram/)")
     p.add_argument("prefix", nargs="+", help="PREFIX of PREFIX.bin/.idx (several = one store)")
-    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
-                   help=f"most tokens per shard (peak RAM while building is ~22 bytes/token: 5.8 GB for the default {DEFAULT_SHARD_TOKENS:,}; fewer, larger shards answer faster)")
+    p.add_argument("--memory", type=_bytes_arg, metavar="BYTES",
+                   help="build budget in bytes (suffixes K, M, G, T: powers of 1024; default: a quarter of RAM, "
+                   f"{default_memory():,} here); parts that fit are sorted in RAM, then merged on disk into one "
+                   "shard per .bin (5-byte pointers, up to 2**40 - 1 tokens); peak RSS is about BYTES + 0.3 GB")
+    p.add_argument("--sample-every", type=int, default=DEFAULT_SAMPLE_EVERY,
+                   help=f"rows per in-RAM sample row (default {DEFAULT_SAMPLE_EVERY}; smaller: fewer disk reads per "
+                   "cold query, more RAM)")
+    p.add_argument("--sample-tokens", type=int, default=DEFAULT_SAMPLE_TOKENS,
+                   help=f"tokens kept per sample row (default {DEFAULT_SAMPLE_TOKENS})")
+    p.add_argument("--shard-tokens", type=int,
+                   help="the old layout (format 2): shards of at most this many tokens, 4-byte pointers, each "
+                   f"sorted in RAM at ~22 bytes/token (before issue 12 the default was {DEFAULT_SHARD_TOKENS:,})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ray", metavar="local|auto|ADDRESS", help="build the shards as Ray tasks ('local' starts Ray here)")
     p.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray instance")
@@ -142,14 +154,33 @@ def _query(args: argparse.Namespace, store: TokenStore) -> np.ndarray:
                         max_tokens=default("max_tokens_per_query"), max_text_chars=default("max_text_chars"))
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes_arg(text: str) -> int:
+    """--memory: an integer number of bytes, optionally with K, M, G or T (powers of 1024; B and iB allowed)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    digits = t[: len(t) - len(unit)]
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bytes like 4000000000, 4G or 512M")
+    return int(digits) * _UNITS[unit]
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     store = TokenStore(args.prefix)
+    if args.shard_tokens is not None and args.memory is not None:
+        raise ConfigError("pass --memory (one large shard per .bin, format 3) or --shard-tokens (the old layout), "
+                          "not both")
+    memory = None if args.shard_tokens is not None else (args.memory or default_memory())
     folder = build_index(store, shard_tokens=args.shard_tokens, progress=not (args.no_progress or args.json),
-                         ray_address=args.ray, ray_num_cpus=args.ray_cpus)
+                         ray_address=args.ray, ray_num_cpus=args.ray_cpus, memory=memory,
+                         sample_every=args.sample_every, sample_tokens=args.sample_tokens)
     idx = NgramIndex(store, folder)
     size = idx.disk_bytes()
     n = max(store.n_tokens, 1)
-    emit({"index": str(folder), "shards": len(idx.shards), "tokens": store.n_tokens, "index_bytes": size,
+    emit({"index": str(folder), "format_version": idx.format_version, "memory": memory,
+          "peak_rss_bytes": peak_rss_bytes(), "shards": len(idx.shards), "tokens": store.n_tokens, "index_bytes": size,
           "index_bytes_per_token": round(size / n, 4),
           "bytes_per_token_with_tokens": round((size + store.n_tokens * store.dtype.itemsize) / n, 4)}, args.json)
     return 0

@@ -33,12 +33,18 @@ CHUNK_BYTES = 8 << 20  # read size while streaming a file: large enough for full
 _LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)\n?$")
 
 
-def sha256_file(path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None) -> str:
-    """sha256 of the file's bytes, streamed in ``CHUNK_BYTES`` pieces (``on_bytes(n)`` after each)."""
+def sha256_file(path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None, start: int = 0,
+                length: int | None = None) -> str:
+    """sha256 of the file's bytes (``length`` of them from ``start``; default all), streamed in ``CHUNK_BYTES``
+    pieces (``on_bytes(n)`` after each). Reads, never maps: the process's RSS does not grow with the file."""
     h = hashlib.sha256()
+    left = -1 if length is None else length
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
+        f.seek(start)
+        while left and (chunk := f.read(CHUNK_BYTES if left < 0 else min(left, CHUNK_BYTES))):
             h.update(chunk)
+            if left > 0:
+                left -= len(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))
     return h.hexdigest()

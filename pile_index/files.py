@@ -7,7 +7,7 @@ beside it under the same prefix:
   ``PREFIX.tokenizer.json`` (a byte copy of the tokenizer), ``PREFIX.ingest_report.json`` /
   ``PREFIX.attach_report.json`` (what ingest / attach did), ``PREFIX.export.json`` (a preshuffled export's
   record);
-- ``PREFIX.ngram/`` (the n-gram index): ``shard-NNNNN.sa`` + ``shard-NNNNN.json`` per shard and
+- ``PREFIX.ngram/`` (the n-gram index): ``shard-NNNNN.sa``, ``.sample`` and ``.json`` per shard and
   ``manifest.json``, written last;
 - the index maps under GPT-NeoX's cache names ``{prefix}_{name}_indexmap_{ns}ns_{sl}sl_{seed}s_{kind}.npy``,
   their inverse files (``..._doc_idx_inverse.npy``, ``..._shuffle_idx_inverse.npy``) and the range check's
@@ -94,14 +94,9 @@ def ngram_manifest_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / MANIFEST
 
 
-def ngram_shard_path(folder: str | os.PathLike, i: int) -> Path:
-    """``shard-NNNNN.sa``: shard ``i``'s suffix array and LCP words."""
-    return Path(folder) / f"shard-{i:05}.sa"
-
-
-def ngram_shard_marker_path(folder: str | os.PathLike, i: int) -> Path:
-    """``shard-NNNNN.json``: shard ``i`` is built (what it covers and its digest)."""
-    return Path(folder) / f"shard-{i:05}.json"
+def ngram_shard_path(folder: str | os.PathLike, i: int, suffix: str = ".sa") -> Path:
+    """``shard-NNNNN.sa`` (the suffix array and item bitmap), ``.sample`` or ``.json`` (built) of shard ``i``."""
+    return Path(folder) / f"shard-{i:05}{suffix}"
 
 
 # ------------------------------------------------------------------------------------------- index maps

@@ -36,6 +36,8 @@ from .digests import digest_path, recorded_digest, sha256_file
 from .sql.docstore import DocumentTable, token_hashes
 from .errors import FormatError, PileIndexError
 from .ngram.index import NgramIndex, index_dir
+from .ngram.layout import LEGACY_FORMAT_VERSION
+from .ngram.search import sa_at
 from .order.index_maps import (OrderConfig, build_command, build_doc_idx, build_sample_idx, build_shuffle_idx, index_map_paths,
                     num_epochs, num_samples_total)
 from .progress import progress_bar
@@ -114,6 +116,7 @@ def verify_corpus(store: TokenStore, cfg: OrderConfig | None = None, preshuffled
     total = store.n_tokens * store.dtype.itemsize
     if index is not None:
         total += sum(s.path.stat().st_size for s in index.shards)
+        total += sum(s.sample_path.stat().st_size for s in index.shards if s.sample_path is not None)
     recorded = [p for p in [docs_path, *maps_paths.values()] if p.is_file() and os.path.lexists(digest_path(p))]
     total += sum(p.stat().st_size for p in recorded)
     bar = _Bar(total, progress)
@@ -275,7 +278,7 @@ def _check_document_rows(docs: DocumentTable, lo: int, hi: int, sizes: np.ndarra
 def _pointer_pass(words, n, seen):
     """(code, row): 1 = pointer >= n, 2 = pointer used twice; (0, 0) when the first n words are a permutation."""
     for r in range(n):
-        p = np.int64(words[r])
+        p = sa_at(words, n, r)
         if p >= n:
             return 1, r
         w = p >> 6
@@ -289,37 +292,42 @@ def _pointer_pass(words, n, seen):
 def _ngram_files(rep: VerifyReport, store: TokenStore, index: NgramIndex, bar: _Bar) -> None:
     off = store.token_offsets()
     for j, s in enumerate(index.shards):
-        want = s.digests.get("sa_sha256")
-        if want is None:
-            rep.add(s.path, "sha256", "unrecorded", "the manifest records no sa_sha256 (built before digests were "
-                    "recorded): delete the index folder and run `pile-index ngram build` to record them")
-            bar(s.path.stat().st_size)
-        else:
+        files = [(s.path, "sa_sha256")] + ([(s.sample_path, "sample_sha256")] if s.sample_path is not None else [])
+        for path, key in files:  # the suffix array (and, in format 3, its sample)
+            want = s.digests.get(key)
+            if want is None:
+                rep.add(path, "sha256", "unrecorded", f"the manifest records no {key} (built before digests were "
+                        "recorded): delete the index folder and run `pile-index ngram build` to record them")
+                bar(path.stat().st_size)
+                continue
             try:
-                found = sha256_file(s.path, bar)
+                found = sha256_file(path, bar)
             except OSError as e:
                 found = f"unreadable ({e.strerror or e})"
             if found != want:
-                rep.add(s.path, "sha256", "mismatch", f"sha256 {found}, the manifest records {want}: the file changed "
+                rep.add(path, "sha256", "mismatch", f"sha256 {found}, the manifest records {want}: the file changed "
                         f"after it was built; rebuild with `pile-index ngram build`")
             else:
-                rep.add(s.path, "sha256", "ok", found)
+                rep.add(path, "sha256", "ok", found)
         n = s.n
         code, row = _pointer_pass(s.words, np.int64(n), np.zeros((n >> 6) + 1, dtype=np.uint64))
         if code:
             what = "is not below the shard's" if code == 1 else "repeats an earlier row's; expected each of the"
             rep.add(s.path, "structure", "mismatch", f"suffix-array row {int(row):,}: token position "
-                    f"{int(s.words[row]):,} {what} {n:,} positions; rebuild with `pile-index ngram build`")
+                    f"{s.pointer(int(row)):,} {what} {n:,} positions; rebuild with `pile-index ngram build`")
             continue
         starts = (off[s.spec.item_lo : s.spec.item_hi + 1] - s.spec.token_lo).astype(np.int64)
         bits = np.unique(np.append(starts, n))
-        expect = np.zeros((n >> 5) + 1, dtype=np.uint32)
-        np.bitwise_or.at(expect, bits >> 5, (np.uint32(1) << (bits & 31).astype(np.uint32)))
-        diff = np.flatnonzero(expect != s.words[n:])
+        if s.version == LEGACY_FORMAT_VERSION:  # uint32 words after n pointers
+            width, expect, found = 32, np.zeros((n >> 5) + 1, dtype=np.uint32), s.words[n:]
+        else:  # bytes after 5 n bytes of pointers
+            width, expect, found = 8, np.zeros((n >> 3) + 1, dtype=np.uint8), s.words[5 * n:]
+        np.bitwise_or.at(expect, bits // width, (expect.dtype.type(1) << (bits % width).astype(expect.dtype)))
+        diff = np.flatnonzero(expect != found)
         if diff.size:
-            q = int(diff[0]) * 32
+            q = int(diff[0]) * width
             rep.add(s.path, "structure", "mismatch", f"the item-boundary bitmap differs from the store's item starts "
-                    f"at token positions {q:,}..{q + 31:,}; rebuild with `pile-index ngram build`")
+                    f"at token positions {q:,}..{q + width - 1:,}; rebuild with `pile-index ngram build`")
         else:
             rep.add(s.path, "structure", "ok", f"{n:,} suffix pointers (a permutation) and the item-boundary bitmap")
 

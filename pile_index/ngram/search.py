@@ -1,0 +1,303 @@
+"""The search kernels of the n-gram index: one shard's suffix-array rows that start with a pattern.
+
+A shard is two arrays: ``tokens`` (the store's tokens the shard indexes, memmapped) and ``words`` (its
+``shard-NNNNN.sa`` file, memmapped: the suffix pointers, then the item-boundary bitmap). Two pointer widths
+exist (:mod:`.layout`): ``words`` of dtype uint32 is format 2 (4-byte pointers, bit ``q`` of word
+``n + q // 32``), uint8 is format 3 (5-byte little-endian pointers, bit ``q`` of byte ``5 n + q // 8``). The
+kernels read pointers only through :func:`sa_at` and the bitmap only through :func:`starts_item`; numba
+compiles one version per dtype and folds the width test away.
+
+Stable entry points (called by other modules of this package; keep their call shapes):
+
+- ``_range(tokens, words, pat) -> (lo, hi)``: rows ``[lo, hi)`` of the shard whose suffix starts with ``pat``
+  (int64, 1-D), or ``(BAD_POINTER | UNSORTED, row)`` when the file is damaged at ``row`` (``lo < 0``);
+- ``_range_sampled(tokens, words, stoks, slen, every, pat) -> (lo, hi)``: the same answer, with the top
+  levels of both binary searches done on the in-RAM sample (``stoks[j]`` = the first tokens of row
+  ``j * every``, ``slen[j]`` how many of them lie inside the row's item), so a cold query reads the disk only
+  inside one window of ``every`` rows on each side; an empty sample searches the whole shard;
+- ``sa_at(words, n, row) -> int64``: the suffix pointer of ``row`` (``n = len(tokens)``), either width;
+- ``_cmp(tokens, words, p, pat)``: the suffix at token position ``p`` (cut at its item's end) against pat.
+
+Semantics (``docs/ORDER.md``, "n-grams"): a suffix ends at the end of its item, so an n-gram never spans
+two items.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+BAD_POINTER = -1  # first value a query kernel returns when a suffix-array row holds no token position (< n)
+UNSORTED = -2  # ... when the rows around the answer are out of order, or a row it returns does not hold pat
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def sa_at(words, n, row):
+    """The suffix pointer of ``row``: words[row] (uint32 words), or the 5 bytes at 5 * row (uint8 words)."""
+    if words.itemsize == 1:
+        b = 5 * row
+        return (np.int64(words[b]) | (np.int64(words[b + 1]) << 8) | (np.int64(words[b + 2]) << 16)
+                | (np.int64(words[b + 3]) << 24) | (np.int64(words[b + 4]) << 32))
+    return np.int64(words[row])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def starts_item(words, n, q):
+    """1 when an item starts (or the shard ends) at shard-local token position ``q``, as the bitmap says."""
+    if words.itemsize == 1:
+        return (np.int64(words[5 * n + (q >> 3)]) >> (q & 7)) & 1
+    return (np.int64(words[n + (q >> 5)]) >> (q & 31)) & 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cmp(tokens, words, p, pat):
+    """Compare the suffix at p (cut at its item's end) with pat: -1 if smaller, 0 if pat is a prefix, 1 if larger.
+
+    Tokens are compared first, ignoring item ends; the boundary bitmap is read only when the suffix looks
+    >= pat (a suffix cut short is smaller, so a 'smaller' verdict never needs it): half the bitmap reads."""
+    n = tokens.shape[0]
+    m = pat.shape[0]
+    k = 0
+    res = 0
+    while k < m:
+        q = p + k
+        if q >= n:
+            return -1
+        t = np.int64(tokens[q])
+        if t != pat[k]:
+            if t < pat[k]:
+                return -1
+            res = 1
+            break
+        k += 1
+    last = p + (k if k < m else m - 1)  # tokens p+1..last were read: none may start a new item
+    for q in range(p + 1, last + 1):
+        if starts_item(words, n, q):
+            return -1
+    return res
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sample_cmp(stoks, slen, j, pat, m):
+    """Sample row j against pat[:m] (m <= the sample's width): -1 smaller, 0 pat[:m] is a prefix, 1 larger."""
+    ln = np.int64(slen[j])
+    for k in range(m):
+        if k >= ln:
+            return -1  # the suffix ends (its item ends) before pat[:m] does
+        t = np.int64(stoks[j, k])
+        if t != pat[k]:
+            return -1 if t < pat[k] else 1
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _window(stoks, slen, every, n, pat):
+    """(wlo, mlo, mhi, whi) from the sample alone (no disk read): no row outside [wlo, whi) starts with pat,
+    and when the sample holds all of pat, rows [mlo, mhi) are known to (else mlo = whi, mhi = wlo).
+
+    The sample compares exactly against pat' = pat[:width]; rows up to the last sample row < pat' are < pat,
+    rows from the first sample row > pat' on are > pat; sample rows that start with pat' start with pat when
+    pat' is pat, and so does every row between two of them."""
+    ns = slen.shape[0]
+    if ns == 0:
+        return np.int64(0), np.int64(n), np.int64(0), np.int64(n)
+    m = min(pat.shape[0], stoks.shape[1])
+    lo, hi = 0, ns
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _sample_cmp(stoks, slen, mid, pat, m) < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    a = lo
+    hi = ns
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _sample_cmp(stoks, slen, mid, pat, m) <= 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    wlo = np.int64((a - 1) * every + 1) if a > 0 else np.int64(0)
+    whi = min(np.int64(lo * every) if lo < ns else np.int64(n), np.int64(n))
+    if m == pat.shape[0] and lo > a:
+        return wlo, np.int64(a * every), np.int64((lo - 1) * every + 1), whi
+    return wlo, whi, wlo, whi
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_window(tokens, words, pat, wlo, whi):
+    """[lo, hi): the rows in [wlo, whi) whose suffix starts with pat, all other rows being known not to.
+
+    Damage checks, on the rows the search touches: every pointer is checked to be < n before it is followed
+    (else (BAD_POINTER, row)); rows probed after the first match must not sort before pat, and the rows two
+    before and one after the answer must sort before and after it (else (UNSORTED, row)). A damaged row that
+    sends the search the wrong way leaves the answer next to it, so these two extra comparisons (a few
+    percent of a count) catch it unless it sits right at the true edge of the answer."""
+    n = tokens.shape[0]
+    lo, hi = wlo, whi
+    upper = whi  # every row >= upper is > pat: bounds the second search
+    while lo < hi:  # first row >= pat
+        mid = (lo + hi) >> 1
+        p = sa_at(words, n, mid)
+        if p >= n:
+            return BAD_POINTER, mid
+        c = _cmp(tokens, words, p, pat)
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+            if c > 0:
+                upper = mid
+    start = lo
+    if lo < upper:
+        # Gallop from lo (most n-grams of a few tokens or more are rare: the end is usually at lo + 1 or
+        # close, and neighbouring rows share cache lines), then binary-search the last gap.
+        step = 1
+        prev = lo  # rows <= prev are known to match
+        while True:
+            probe = lo + step
+            if probe >= upper:
+                hi = upper
+                break
+            p = sa_at(words, n, probe)
+            if p >= n:
+                return BAD_POINTER, probe
+            c = _cmp(tokens, words, p, pat)
+            if c < 0:  # after a match, nothing sorts before pat
+                return UNSORTED, probe
+            if c > 0:
+                hi = probe
+                break
+            prev = probe
+            step <<= 1
+        lo = prev + 1
+        while lo < hi:  # first row > pat
+            mid = (lo + hi) >> 1
+            p = sa_at(words, n, mid)
+            if p >= n:
+                return BAD_POINTER, mid
+            c = _cmp(tokens, words, p, pat)
+            if c < 0:
+                return UNSORTED, mid
+            if c == 0:
+                lo = mid + 1
+            else:
+                hi = mid
+    end = lo
+    # Rows start - 1 and end were probed (or lie outside the window); one row further out on each side was not.
+    if start >= 2:
+        p = sa_at(words, n, start - 2)
+        if p >= n:
+            return BAD_POINTER, start - 2
+        if _cmp(tokens, words, p, pat) >= 0:
+            return UNSORTED, start - 2
+    if end + 1 < n:
+        p = sa_at(words, n, end + 1)
+        if p >= n:
+            return BAD_POINTER, end + 1
+        if _cmp(tokens, words, p, pat) <= 0:
+            return UNSORTED, end + 1
+    return start, end
+
+
+@numba.njit(cache=True, nogil=True)
+def _range(tokens, words, pat):
+    """[lo, hi): the suffix-array rows whose suffix starts with pat, or (BAD_POINTER | UNSORTED, row)."""
+    return _range_window(tokens, words, pat, np.int64(0), np.int64(tokens.shape[0]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_known(tokens, words, pat, wlo, mlo, mhi, whi):
+    """As :func:`_range_window`, rows [mlo, mhi) (mlo < mhi) being known to start with pat: the first row >= pat
+    is searched in [wlo, mlo], the first row > pat in [mhi, whi], so each search stays inside one sample gap."""
+    n = tokens.shape[0]
+    lo, hi = wlo, mlo
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        p = sa_at(words, n, mid)
+        if p >= n:
+            return BAD_POINTER, mid
+        c = _cmp(tokens, words, p, pat)
+        if c > 0:  # a row between rows below and above pat... that sorts after pat: out of order
+            return UNSORTED, mid
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    start = lo
+    lo, hi = mhi, whi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        p = sa_at(words, n, mid)
+        if p >= n:
+            return BAD_POINTER, mid
+        c = _cmp(tokens, words, p, pat)
+        if c < 0:
+            return UNSORTED, mid
+        if c == 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    end = lo
+    for row in (start - 2, start - 1):  # the rows before the answer sort before it
+        if row >= 0:
+            p = sa_at(words, n, row)
+            if p >= n:
+                return BAD_POINTER, row
+            if _cmp(tokens, words, p, pat) >= 0:
+                return UNSORTED, row
+    for row in (end, end + 1):  # the rows after it sort after it
+        if row < n:
+            p = sa_at(words, n, row)
+            if p >= n:
+                return BAD_POINTER, row
+            if _cmp(tokens, words, p, pat) <= 0:
+                return UNSORTED, row
+    return start, end
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_sampled(tokens, words, stoks, slen, every, pat):
+    """As :func:`_range`, the top levels of the search done on the in-RAM sample."""
+    wlo, mlo, mhi, whi = _window(stoks, slen, every, tokens.shape[0], pat)
+    if mlo < mhi:
+        return _range_known(tokens, words, pat, wlo, mlo, mhi, whi)
+    return _range_window(tokens, words, pat, wlo, whi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _positions(tokens, words, pat, lo, hi, skip, limit, base):
+    """Positions of rows [lo + skip, ...) (at most ``limit``; < 0: all) plus ``base``, each checked to hold pat."""
+    n = tokens.shape[0]
+    a = min(lo + skip, hi)
+    b = hi if limit < 0 else min(hi, a + limit)
+    out = np.empty(b - a, dtype=np.int64)
+    for i in range(a, b):
+        p = sa_at(words, n, i)
+        if p >= n:
+            return BAD_POINTER, i, np.empty(0, dtype=np.int64)
+        if _cmp(tokens, words, p, pat) != 0:
+            return UNSORTED, i, np.empty(0, dtype=np.int64)
+        out[i - a] = p + base
+    return lo, hi, out
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_positions(tokens, words, pat, skip, limit, base):
+    """One shard's (lo, hi) and its positions [skip, skip + limit) (limit < 0: all), plus ``base``.
+
+    Each position returned is checked to hold pat (inside one item, as the bitmap says); a row that does not
+    gives (UNSORTED, row, empty), a pointer >= n (BAD_POINTER, row, empty)."""
+    lo, hi = _range(tokens, words, pat)
+    if lo < 0:
+        return lo, hi, np.empty(0, dtype=np.int64)
+    return _positions(tokens, words, pat, lo, hi, skip, limit, base)
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_positions_sampled(tokens, words, stoks, slen, every, pat, skip, limit, base):
+    """As :func:`_range_positions`, through the sample."""
+    lo, hi = _range_sampled(tokens, words, stoks, slen, every, pat)
+    if lo < 0:
+        return lo, hi, np.empty(0, dtype=np.int64)
+    return _positions(tokens, words, pat, lo, hi, skip, limit, base)

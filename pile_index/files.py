@@ -8,7 +8,7 @@ beside it under the same prefix:
   ``PREFIX.attach_report.json`` (what ingest / attach did), ``PREFIX.export.json`` (a preshuffled export's
   record);
 - ``PREFIX.ngram/`` (the n-gram index): ``shard-NNNNN.sa``, ``.sample`` and ``.json`` per shard and
-  ``manifest.json``, written last;
+  ``manifest.json``, written last; while a build runs, ``build/shard-NNNNN-parts-AAAAA-BBBBB.run`` (+ ``.json``);
 - the index maps under GPT-NeoX's cache names ``{prefix}_{name}_indexmap_{ns}ns_{sl}sl_{seed}s_{kind}.npy``,
   their inverse files (``..._doc_idx_inverse.npy``, ``..._shuffle_idx_inverse.npy``) and the range check's
   marker ``..._checked.json``;
@@ -97,6 +97,22 @@ def ngram_manifest_path(folder: str | os.PathLike) -> Path:
 def ngram_shard_path(folder: str | os.PathLike, i: int, suffix: str = ".sa") -> Path:
     """``shard-NNNNN.sa`` (the suffix array and item bitmap), ``.sample`` or ``.json`` (built) of shard ``i``."""
     return Path(folder) / f"shard-{i:05}{suffix}"
+
+
+def ngram_build_dir(folder: str | os.PathLike) -> Path:
+    """``PREFIX.ngram/build/``: a bounded build's sorted runs, deleted once every shard is merged."""
+    return Path(folder) / "build"
+
+
+def ngram_run_path(build_dir: str | os.PathLike, i: int, lo: int, hi: int) -> Path:
+    """``shard-NNNNN-parts-AAAAA-BBBBB.run``: shard ``i``'s parts [lo, hi) sorted."""
+    return Path(build_dir) / f"shard-{i:05}-parts-{lo:05}-{hi:05}.run"
+
+
+def ngram_run_marker_path(run: str | os.PathLike) -> Path:
+    """``RUN.json``: the run file is complete (what it covers and its digest)."""
+    p = Path(run)
+    return p.with_name(p.name + ".json")
 
 
 # ------------------------------------------------------------------------------------------- index maps

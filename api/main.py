@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from . import errors, explorer
@@ -60,6 +61,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pi = state if state is not None else open_state(settings)
+        app.state.pi.sql_limiter = anyio.CapacityLimiter(settings.sql_workers)  # SQL's own bounded pool
         try:
             yield
         finally:

@@ -15,6 +15,7 @@ import duckdb
 from pile_index import Corpus
 from pile_index.datasets import DatasetQuery
 from pile_index.errors import ConfigError, FormatError
+from pile_index.sql import SqlSandboxes
 
 from .settings import Settings
 
@@ -23,20 +24,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AppState:
-    """The service's settings, its :class:`Corpus` and the caches of answers computed once per service."""
+    """The service's settings, its :class:`Corpus`, the caches of answers computed once per service, the SQL
+    sandboxes (a locked DuckDB database reused by every query) and the limiter of the SQL worker threads
+    (``sql_workers``; made by the lifespan, in the event loop)."""
 
     settings: Settings
     corpus: Corpus
     cache: dict[str, Any] = field(default_factory=dict)
+    sql: SqlSandboxes = field(default_factory=SqlSandboxes)
+    sql_limiter: Any = None
 
     def close(self) -> None:
+        self.sql.close()
         self.corpus.close()
 
 
 def open_state(settings: Settings) -> AppState:
     """Open and check everything ``settings`` names, so a bad input fails the start, not every request: the
-    store (``prefixes``), its documents table, the tokenizer, the training order (index maps memmapped and
-    range-checked) when any order setting is given, and every dataset folder."""
+    store (``prefixes``), its documents table (its columns read into memory once), the tokenizer, the training
+    order (index maps memmapped and range-checked) when any order setting is given, and every dataset folder."""
     if not settings.prefixes:
         raise ConfigError("Settings.prefixes is empty; pass at least one PREFIX to `pile-index serve`")
     opts = settings.order_options()
@@ -45,6 +51,8 @@ def open_state(settings: Settings) -> AppState:
     state = AppState(settings=settings, corpus=corpus)
     try:
         _ = corpus.documents, corpus.tokenizer
+        if corpus.documents is not None:
+            corpus.documents.load()  # metadata look-ups from arrays, not a DuckDB query per request
         if opts.given:
             _ = corpus.order  # opened now: missing index maps or a bad option are a start-up error
         state.cache["datasets"] = open_datasets(settings.datasets)

@@ -218,6 +218,10 @@ def main() -> None:
     print(f"locate over {len(loc_q):,} queries with <= {args.locate_max:,} occurrences; "
           f"latency = median over {args.rounds} alternating rounds")
     if args.json:
+        if tg is not None:  # pile-index / tokengrams; lower is better for each (targets: <= 1.0)
+            res["ratios"] = {f"ngram_{k}_vs_tokengrams": o[k] / res["tokengrams"][k] for k in
+                             ("build_s", "peak_rss_mb", "count_p50_us", "count_p99_us") if res["tokengrams"].get(k)}
+            res["targets"] = {k: "<= 1.0" for k in res["ratios"]}
         print(json.dumps(res))
     if tmp is not None:
         del ours, tg

@@ -198,6 +198,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", help="work folder on a real disk (default: a temp folder; not tmpfs)")
+    ap.add_argument("--json", action="store_true", help='print {"ratios": {...}} (format 3 / format 2) as the last line')
     args = ap.parse_args()
     memory = args.memory or args.tokens * 24 // 4
     work = Path(args.dir or tempfile.mkdtemp(prefix="ngram_scale_"))
@@ -273,6 +274,11 @@ def main() -> None:
             b = big * per_token * (1 + ps) / (1 + passes)
             print(f"  {big / 1e9:7.0f}B {b / 3600:9.1f} {big * summary[('v3', 'bpt')] / 1e12:8.2f} "
                   f"{big * 17 / 256 / 1e9:10.1f} {summary[('v3', 'cold_p50_ms')]:8.2f}")
+    if args.json:  # format 3 against format 2 (today's layout); lower is better for each
+        ratios = {f"ngram_scale_v3_{k}_vs_v2": builds["v3"][k] / builds["v2"][k] for k in ("build_s", "peak_rss")}
+        ratios.update({f"ngram_scale_v3_{k}_vs_v2": [a[k] / b[k] for a, b in zip(results["v3"], results["v2"]) if b[k]]
+                       for k in ("warm_p50_us", "cold_p50_ms", "pages_p50")})
+        print(json.dumps({"ratios": ratios}))
 
 
 if __name__ == "__main__":

@@ -156,6 +156,9 @@ def same_files(a: str, b: str) -> bool:
 # ------------------------------------------------------------------------------------ main
 
 
+RATIOS: dict[str, float] = {}  # name -> ours against its baseline, for --json
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=20_000_000, help="documents for (a) and (c) (default 20M)")
@@ -163,6 +166,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="steps timed in (b)")
     ap.add_argument("--workdir", help="folder for the files (default: a temp folder, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the workdir")
+    ap.add_argument("--json", action="store_true", help='print {"ratios": {...}} as the last line')
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", help=argparse.SUPPRESS)
     ap.add_argument("--num-samples", type=int, help=argparse.SUPPRESS)
@@ -176,6 +180,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         run_all(args, work)
+        if args.json:
+            print(json.dumps({"ratios": RATIOS, "targets": {"order_build_speed_vs_numpy": ">= 1.0",
+                                                             "order_step_rows_vs_preshuffled": "<= 2.0"}}))
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -220,6 +227,7 @@ def run_all(args, work: Path) -> None:
     print(f"    ratio      : {base['seconds'] / ours['seconds']:.2f}x faster; peak RSS ratio "
           f"{base['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x, above imports {grow_b:.0f} / {grow_o:.0f} MB = "
           f"{grow_b / max(grow_o, 1):.2f}x  (issue's reference, GPT-NeoX Python + C++ helper: 8.7 s, 1.3 GB)")
+    RATIOS["order_build_speed_vs_numpy"] = base["seconds"] / ours["seconds"]
     for p in base_paths.values():
         p.unlink()
 
@@ -277,6 +285,7 @@ def run_rows(args, work: Path) -> None:
             pre_order.batch(s)
             pre_t.append(time.perf_counter() - t0)
     r, p = float(np.median(raw_t)) * 1e3, float(np.median(pre_t)) * 1e3
+    RATIOS["order_step_rows_vs_preshuffled"] = r / p
     rmin, pmin = float(np.min(raw_t)) * 1e3, float(np.min(pre_t)) * 1e3
     print(f"(b) one step's 1,024 rows x {SEQ_LENGTH + 1} tokens, store of {args.rows_docs:,} documents "
           f"({tokens * 2 / 1e6:,.0f} MB .bin), {steps} steps x 3, warm page cache:")

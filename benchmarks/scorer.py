@@ -180,9 +180,14 @@ def compare(shape: str, seq_length: int, n_rows: int, batch: int, device: str, t
               f"{r['loaded_rss_mib']:>12,.0f}{cp:>15}")
     o, h = res["ours"], res["hf"]
     mem_ratio = (o["cuda_peak_mib"] / h["cuda_peak_mib"]) if device != "cpu" else o["peak_rss_mib"] / h["peak_rss_mib"]
+    RATIOS[f"scorer_{shape}_{device}_speed_vs_transformers"] = o["tokens_per_s"] / h["tokens_per_s"]
+    RATIOS[f"scorer_{shape}_{device}_peak_memory_vs_transformers"] = mem_ratio
     print(f"ratio pile-index / transformers: speed {o['tokens_per_s'] / h['tokens_per_s']:.2f}x wall, "
           f"{o['tokens_per_cpu_s'] / h['tokens_per_cpu_s']:.2f}x per CPU-second, "
           f"peak memory {mem_ratio:.2f}x; per-token loss max abs diff {diff:.2e}")
+
+
+RATIOS: dict[str, float] = {}  # name -> ours against its baseline, for --json
 
 
 def main() -> None:
@@ -198,6 +203,7 @@ def main() -> None:
     ap.add_argument("--cuda-rows", type=int, default=64)
     ap.add_argument("--cuda-batch", type=int, default=16)
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="device bf16 dense peak (H100 SXM: 989)")
+    ap.add_argument("--json", action="store_true", help='print {"ratios": {...}} as the last line')
     # child mode (internal)
     ap.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
@@ -221,6 +227,8 @@ def main() -> None:
         else:
             compare(args.shape, args.seq_length, args.rows, args.batch, "cpu", tmp, None, args.memorization,
                     args.repeats)
+    if args.json:
+        print(json.dumps({"ratios": RATIOS, "targets": {k: ">= 1.0" if "speed" in k else "<= 0.5" for k in RATIOS}}))
 
 
 if __name__ == "__main__":

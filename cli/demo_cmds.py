@@ -45,8 +45,8 @@ def _run(argv: list[str]) -> None:
         raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
 
 
-def _json(argv: list[str]) -> dict:
-    """Run a command with --json, capture and pretty-print an excerpt of its answer."""
+def _captured(argv: list[str]) -> str:
+    """Print a command line, run it in this process and return what it printed on stdout."""
     import contextlib
     import io
 
@@ -56,7 +56,12 @@ def _json(argv: list[str]) -> dict:
         rc = cli_main(argv)
     if rc != 0:
         raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
-    out = json.loads(buf.getvalue())
+    return buf.getvalue()
+
+
+def _json(argv: list[str]) -> dict:
+    """Run a command with --json, capture and pretty-print an excerpt of its answer."""
+    out = json.loads(_captured(argv))
     text = json.dumps(out, ensure_ascii=False)
     print(text if len(text) <= 900 else text[:900] + " ...")
     return out
@@ -64,16 +69,7 @@ def _json(argv: list[str]) -> dict:
 
 def _json_lines(argv: list[str]) -> list[dict]:
     """Run a command that prints JSON lines; print the first few."""
-    import contextlib
-    import io
-
-    print(f"\n$ pile-index {' '.join(shlex.quote(a) for a in argv)}", flush=True)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli_main(argv)
-    if rc != 0:
-        raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
-    lines = buf.getvalue().splitlines()
+    lines = _captured(argv).splitlines()
     for line in lines[:4]:
         print(line if len(line) <= 300 else line[:300] + " ...")
     return [json.loads(x) for x in lines]

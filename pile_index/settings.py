@@ -33,6 +33,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sql_max_rows", 10_000, "rows an SQL answer returns before `truncated`"),
     Setting("sql_timeout_s", 10.0, "seconds an SQL query runs (parse to last row encoded) before it is interrupted"),
     Setting("max_sql_chars", 100_000, "characters of one SQL text, checked before it is parsed"),
+    Setting("sql_workers", 2, "SQL queries running at once, on a thread pool of their own (more wait for a free "
+                              "worker)"),
     Setting("max_response_bytes", 32 << 20, "bytes of JSON rows one SQL answer holds"),
     Setting("max_body_bytes", 1 << 20, "bytes of one request body, checked before any route reads it (every POST)"),
     Setting("request_timeout_s", 60.0, "seconds any request may run"),

@@ -69,7 +69,8 @@ def sql(request: Request, query: str, *, steps: str | None = None, ngram_tokens:
     toks = None if ngram_tokens is None else query_tokens(tokens=ngram_tokens).tolist()
     q = sql_routes.SqlQuery(sql=query, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
                             bucket_steps=bucket_steps)
-    return json.loads(sql_routes.run_query(corpus_of(request), settings_of(request), q, SqlCancel()))
+    return json.loads(sql_routes.run_query(corpus_of(request), settings_of(request), q, SqlCancel(),
+                                           state_of(request).sql))
 
 
 # -- corpus and order

@@ -1,7 +1,9 @@
 """``/v1/sql``: one read-only SELECT/WITH over the store's tables (documents, spans, occurrences, scores)
 and, on request, views built for the query (training composition of a step range, an n-gram's time series).
 
-The query runs in a worker thread; when the request's own time limit (``request_timeout_s``) answers first,
+The query runs in a worker thread of its own bounded pool (``sql_workers`` at once, apart from the threads the
+other routes run on, so slow queries cannot hold up look-ups), on the service's reused SQL sandbox; when the
+request's own time limit (``request_timeout_s``) answers first,
 the route interrupts the DuckDB connection, so no work goes on after the 504. The answer is the JSON text the
 core encoded (exact; never re-validated or re-encoded here)."""
 
@@ -16,11 +18,12 @@ from pydantic import BaseModel, Field, StrictInt
 from pile_index import Corpus
 from pile_index.errors import LimitError, QueryError
 from pile_index.ngram import occurrences_table, query_tokens
-from pile_index.sql import SqlCancel, exposed_files, row_pieces_table, run_sql
+from pile_index.sql import SqlCancel, SqlSandboxes, exposed_files, row_pieces_table, run_sql
 
-from ..deps import CorpusDep, SettingsDep
+from ..deps import StateDep
 from ..params import ASCII_INT, MAX_INT, Text, query_ids
 from ..settings import Settings
+from ..state import AppState
 
 
 router = APIRouter(prefix="/v1", tags=["sql"])
@@ -72,20 +75,24 @@ def _views(corpus: Corpus, settings: Settings, q: SqlQuery) -> dict[str, Any]:
     return extra
 
 
-def run_query(corpus: Corpus, s: Settings, q: SqlQuery, cancel: SqlCancel) -> bytes:
-    """The answer's JSON bytes (called in a worker thread by the routes, directly by the explorer's pages)."""
+def run_query(corpus: Corpus, s: Settings, q: SqlQuery, cancel: SqlCancel,
+              sandboxes: SqlSandboxes | None = None) -> bytes:
+    """The answer's JSON bytes (called in a worker thread by the routes, directly by the explorer's pages);
+    ``sandboxes``: the service's reused databases (without: one made for this query)."""
     if q.max_rows is not None and q.max_rows > s.sql_max_rows:
         raise LimitError(f"max_rows={q.max_rows:,} exceeds sql_max_rows={s.sql_max_rows:,}", "sql_max_rows")
     res = run_sql(q.sql, exposed_files(corpus.store.prefix), _views(corpus, s, q),
                   max_rows=s.sql_max_rows if q.max_rows is None else q.max_rows, timeout_s=s.sql_timeout_s,
-                  max_sql_chars=s.max_sql_chars, max_response_bytes=s.max_response_bytes, cancel=cancel)
+                  max_sql_chars=s.max_sql_chars, max_response_bytes=s.max_response_bytes, cancel=cancel,
+                  sandboxes=sandboxes)
     return res.to_json().encode("utf-8")
 
 
-async def _serve(corpus: Corpus, settings: Settings, q: SqlQuery) -> Response:
+async def _serve(state: AppState, q: SqlQuery) -> Response:
     cancel = SqlCancel()
     try:
-        body = await anyio.to_thread.run_sync(run_query, corpus, settings, q, cancel, abandon_on_cancel=True)
+        body = await anyio.to_thread.run_sync(run_query, state.corpus, state.settings, q, cancel, state.sql,
+                                              abandon_on_cancel=True, limiter=state.sql_limiter)
     except anyio.get_cancelled_exc_class():  # the request time limit answered (or the client left): stop DuckDB
         cancel.interrupt("the request ended")
         raise
@@ -93,7 +100,7 @@ async def _serve(corpus: Corpus, settings: Settings, q: SqlQuery) -> Response:
 
 
 @router.get("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables")
-async def get_sql(corpus: CorpusDep, settings: SettingsDep,
+async def get_sql(state: StateDep,
                   sql: str = Query(..., description="one SELECT or WITH statement"),
                   max_rows: Annotated[int | None, Query(ge=0, le=MAX_INT), ASCII_INT] = None,
                   steps: str | None = Query(None, description="A:B: add row_pieces and the composition views"),
@@ -103,9 +110,9 @@ async def get_sql(corpus: CorpusDep, settings: SettingsDep,
     toks = None if ngram_tokens is None else query_tokens(tokens=ngram_tokens).tolist()  # ASCII digits only
     q = SqlQuery(sql=sql, max_rows=max_rows, steps=steps, ngram_tokens=toks, ngram_text=ngram_text,
                  bucket_steps=bucket_steps)
-    return await _serve(corpus, settings, q)
+    return await _serve(state, q)
 
 
 @router.post("/sql", response_model=SqlResponse, summary="Read-only SQL over the store's tables (JSON body)")
-async def post_sql(corpus: CorpusDep, settings: SettingsDep, q: SqlQuery) -> Response:
-    return await _serve(corpus, settings, q)
+async def post_sql(state: StateDep, q: SqlQuery) -> Response:
+    return await _serve(state, q)

@@ -144,3 +144,28 @@ def _http(port: int, head: bytes) -> tuple[int, bytes]:
             data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), rest
+
+
+def test_sql_runs_on_its_own_bounded_pool_and_one_reused_sandbox(tmp_path, monkeypatch):
+    """sql_workers bounds the SQL worker threads (a limiter apart from the other routes' pool), and every query
+    runs on the one sandbox the service made."""
+    seen = []
+    real_run, real_box = sql_mod.run_sql, sql_mod.SqlSandbox
+    made = []
+
+    def watched(*a, **k):
+        seen.append((pi.sql_limiter.total_tokens, pi.sql_limiter.borrowed_tokens, k["sandboxes"] is pi.sql))
+        return real_run(*a, **k)
+
+    def counted(*a, **k):
+        made.append(1)
+        return real_box(*a, **k)
+    monkeypatch.setattr("api.routers.sql.run_sql", watched)
+    monkeypatch.setattr(sql_mod, "SqlSandbox", counted)
+    app = _app(tmp_path, sql_workers=1)
+    with TestClient(app) as c:
+        pi = app.state.pi
+        assert {s["name"]: s["value"] for s in c.get("/v1/settings").json()}["sql_workers"] == 1
+        for i in range(3):
+            assert c.get("/v1/sql", params={"sql": f"SELECT {i}"}).json()["rows"] == [[i]]
+    assert seen == [(1, 1, True)] * 3 and made == [1]

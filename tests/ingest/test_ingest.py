@@ -182,6 +182,40 @@ def test_batched_fast_encoding_equals_encode(real_tokenizer_path):
     assert [e.ids for e in tok.encode_batch_fast(texts)] == [tok.encode(t).ids for t in texts]
 
 
+NOT_NFC = ["e\u0301 decomposed", "\u212b angstrom sign", "\uf900 CJK compatibility", "\u1100\u1161 jamo",
+           "A\u030a  and  \u00c5", "q\u0307\u0323 reordered marks", "  e\u0301  <|endoftext|>\u0301  "]
+
+
+@pytest.mark.parametrize("batch_docs", [1, 3, 4096])
+def test_nfc_texts_skip_the_normalizer_with_the_same_ids(tmp_path, real_tokenizer_path, batch_docs):
+    # NFC texts go to a twin without the NFC normalizer; batches all-NFC, none and mixed give encode()'s ids.
+    tok = Tokenizer.from_file(str(real_tokenizer_path))
+    assert pipeline._without_nfc(tok) is not None
+    texts = [t for t in TEXTS if t] + NOT_NFC + ["plain ascii", "caf\u00e9 na\u00efve", "\u0301 leading mark"]
+    texts += NOT_NFC[::-1]
+    assert any(unicodedata.is_normalized("NFC", t) for t in texts) and not all(
+        unicodedata.is_normalized("NFC", t) for t in texts)
+    encode = pipeline._encode_batch(tok)
+    assert [e.ids for e in encode(texts)] == [tok.encode(t).ids for t in texts]
+    a = write_jsonl(tmp_path / "a.jsonl", pile_records(texts))
+    cfg = IngestConfig([str(a)], str(tmp_path / "out"), str(real_tokenizer_path), batch_docs=batch_docs,
+                       progress=False)
+    ingest(cfg)
+    ds = IndexedDataset(tmp_path / "out")
+    assert [ds.get(i).tolist() for i in range(len(ds))] == [tok.encode(t).ids for t in texts]
+
+
+def test_no_normalizer_twin_unless_the_normalizer_is_nfc_alone(small_tok_path):
+    from tokenizers import normalizers
+
+    tok = Tokenizer.from_file(str(small_tok_path))
+    assert pipeline._without_nfc(tok) is not None  # the demo tokenizer normalizes with NFC
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    assert pipeline._without_nfc(tok) is None
+    tok.normalizer = None
+    assert pipeline._without_nfc(tok) is None
+
+
 @pytest.mark.parametrize("batch_docs", [1, 2, 4096])
 def test_equals_one_document_at_a_time_reference(tmp_path, small_tok_path, batch_docs):
     texts = TEXTS * 7 + ["word " * k for k in range(50)]

@@ -97,14 +97,15 @@ def test_exposed_file_is_readable_and_config_is_locked(store_prefix):
     res = run_sql("SELECT count(*) AS n, sum(n_tokens) AS t FROM documents", files)
     store = TokenStore(store_prefix)
     assert res.rows == [[len(store), store.n_tokens]]
-    con = sql_mod._connect(2, "1GB")  # the sandbox as run_sql builds it (settings are hidden from queries)
+    box = sql_mod.SqlSandbox(files)  # the sandbox as run_sql builds it (settings are hidden from queries)
+    cur = box.cursor()
     try:
-        sql_mod._expose(con, files, None, [], {})
-        locked = con.sql("SELECT value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
-                         "'lock_configuration') ORDER BY name").fetchall()
+        locked = cur.sql("SELECT value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
+                         "'lock_configuration', 'TimeZone') ORDER BY name").fetchall()
     finally:
-        con.close()
-    assert locked == [("false",), ("true",)]
+        box.release(cur)
+        box.close()
+    assert locked == [("UTC",), ("false",), ("true",)]
 
 
 def test_with_and_comments_allowed():
@@ -439,6 +440,83 @@ def test_alias_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     link = aliases.link("t", tmp_path / "other.parquet")
     assert not stale.exists() and alive.exists()
     assert link.parent.parent == tmp_path and link.name == "t.parquet"
+
+
+def test_reused_sandbox_answers_8_threads_each_its_own(store_prefix):
+    """One sandbox serves concurrent queries: each sees its own per-query tables and views, never another's."""
+    files = exposed_files(store_prefix)
+    sandboxes = sql_mod.SqlSandboxes()
+    assert sandboxes.get(files) is sandboxes.get(files)  # made once, reused
+    n_docs = len(TokenStore(store_prefix))
+    barrier = threading.Barrier(8)
+    got: dict[int, list] = {}
+    failed: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            answers = []
+            for r in range(6):
+                n = 1 + t * 10 + r  # this thread's occurrences in this round
+                occ = pa.table({"bucket_start": [0] * n, "bucket_end": [5] * n, "doc_id": list(range(n)),
+                                "in_row": [True] * n, "trained": [True] * n})
+                barrier.wait()
+                res = run_sql("SELECT (SELECT sum(occurrences) FROM ngram_timeseries), (SELECT count(*) FROM "
+                              "ngram_occurrences), (SELECT count(*) FROM documents)",
+                              files, {"ngram_occurrences": occ}, sandboxes=sandboxes)
+                answers.append((res.rows, res.tables))
+            got[t] = answers
+        except BaseException as e:  # reported by the main thread
+            failed.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not failed, failed
+    for t in range(8):
+        assert got[t] == [([[1 + t * 10 + r, 1 + t * 10 + r, n_docs]],
+                           ["documents", "ngram_occurrences", "ngram_timeseries"]) for r in range(6)]
+    # A later query on the same sandbox has none of the tables of the queries before it.
+    with pytest.raises(QueryError, match="this query has no table ngram_occurrences"):
+        run_sql("SELECT count(*) FROM ngram_occurrences", files, sandboxes=sandboxes)
+    box = sandboxes.get(files)
+    assert run_sql("SELECT count(*) FROM documents", files, sandboxes=sandboxes).rows == [[n_docs]]
+    # The lockdown holds on the reused database, and a changed file makes a new sandbox.
+    for sql in ["SELECT * FROM read_parquet('%s')" % store_prefix.replace("'", "''") + ".documents.parquet",
+                "SELECT 1 FROM duckdb_settings()"]:
+        with pytest.raises(QueryError):
+            run_sql(sql, files, sandboxes=sandboxes)
+    pq.write_table(pq.read_table(f"{store_prefix}.documents.parquet").slice(0, 5), f"{store_prefix}.documents.parquet")
+    assert run_sql("SELECT count(*) FROM documents", files, sandboxes=sandboxes).rows == [[5]]
+    assert sandboxes.get(files) is not box
+    sandboxes.close()
+    with pytest.raises(ConfigError, match="closed"):
+        run_sql("SELECT 1", files, sandboxes=sandboxes)
+
+
+def test_timeout_interrupts_only_its_own_query_on_a_shared_sandbox(store_prefix):
+    files = exposed_files(store_prefix)
+    sandboxes = sql_mod.SqlSandboxes()
+    cancel = SqlCancel()
+    out: dict[str, object] = {}
+
+    def slow() -> None:
+        try:
+            run_sql("SELECT count(*) FROM range(1000000000000) a, range(1000) b", files, timeout_s=600,
+                    cancel=cancel, sandboxes=sandboxes)
+        except LimitError as e:
+            out["slow"] = str(e)
+
+    th = threading.Thread(target=slow)
+    th.start()
+    assert run_sql("SELECT 41 + 1", files, sandboxes=sandboxes).rows == [[42]]  # answered beside the slow one
+    cancel.interrupt()
+    th.join(60)
+    assert "stopped" in out["slow"]
+    assert run_sql("SELECT 41 + 1", files, sandboxes=sandboxes).rows == [[42]]
+    sandboxes.close()
 
 
 def test_sql_string_round_trips_through_duckdb(tmp_path):

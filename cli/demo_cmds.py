@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+from pile_index.files import tokenizer_path
 from pile_index.order import OrderOptions
 
 from .main import main as cli_main
@@ -44,8 +45,8 @@ def _run(argv: list[str]) -> None:
         raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
 
 
-def _json(argv: list[str]) -> dict:
-    """Run a command with --json, capture and pretty-print an excerpt of its answer."""
+def _captured(argv: list[str]) -> str:
+    """Print a command line, run it in this process and return what it printed on stdout."""
     import contextlib
     import io
 
@@ -55,7 +56,12 @@ def _json(argv: list[str]) -> dict:
         rc = cli_main(argv)
     if rc != 0:
         raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
-    out = json.loads(buf.getvalue())
+    return buf.getvalue()
+
+
+def _json(argv: list[str]) -> dict:
+    """Run a command with --json, capture and pretty-print an excerpt of its answer."""
+    out = json.loads(_captured(argv))
     text = json.dumps(out, ensure_ascii=False)
     print(text if len(text) <= 900 else text[:900] + " ...")
     return out
@@ -63,16 +69,7 @@ def _json(argv: list[str]) -> dict:
 
 def _json_lines(argv: list[str]) -> list[dict]:
     """Run a command that prints JSON lines; print the first few."""
-    import contextlib
-    import io
-
-    print(f"\n$ pile-index {' '.join(shlex.quote(a) for a in argv)}", flush=True)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli_main(argv)
-    if rc != 0:
-        raise SystemExit(f"demo: `pile-index {argv[0]}` failed with exit code {rc}")
-    lines = buf.getvalue().splitlines()
+    lines = _captured(argv).splitlines()
     for line in lines[:4]:
         print(line if len(line) <= 300 else line[:300] + " ...")
     return [json.loads(x) for x in lines]
@@ -86,7 +83,7 @@ def _passage(prefix: str, doc: int) -> tuple[str, list[int]]:
     from pile_index.format import TokenStore
 
     store = TokenStore(prefix)
-    tok = Tokenizer.from_file(f"{prefix}.tokenizer.json")
+    tok = Tokenizer.from_file(str(tokenizer_path(prefix)))
     first = store.get(doc, 0, min(48, int(store.sizes[doc]))).tolist()
     other = (doc + 7) % len(store)
     n = int(store.sizes[other])
@@ -190,7 +187,7 @@ def _serve_and_query(prefix: str, order: OrderOptions, ds: Path) -> None:
     from api.main import create_app
     from api.settings import Settings, order_settings
 
-    settings = Settings(prefixes=[prefix], datasets=[str(ds)], tokenizer=f"{prefix}.tokenizer.json",
+    settings = Settings(prefixes=[prefix], datasets=[str(ds)], tokenizer=str(tokenizer_path(prefix)),
                         **order_settings(order))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,

@@ -10,6 +10,7 @@ from ingest.pipeline import IngestConfig, ingest
 from ingest.shards import join_shards, split_shards, verify_hashes
 from ingest.token_rows import TokenRowsConfig, ingest_token_rows
 from pile_index.errors import ConfigError
+from pile_index.files import ingest_report_path
 
 from .output import add_json_flag, emit
 
@@ -138,7 +139,7 @@ def _ingest_token_rows(args: argparse.Namespace) -> int:
     emit({k: rep[k] for k in ("prefix", "rows", "tokens_per_row", "dtype", "seconds")}
          | {"files_read": [f["file"] for f in rep["inputs"]],
             "index_column": next((f["index_column"] for f in rep["inputs"] if f["index_column"]), None),
-            "report": f"{rep['prefix']}.ingest_report.json"}, args.json)
+            "report": str(ingest_report_path(rep["prefix"]))}, args.json)
     return 0
 
 

@@ -43,6 +43,7 @@ from tokenizers import Tokenizer
 from pile_index.atomic import atomic_path, write_bytes
 from pile_index.digests import record_digest
 from pile_index.errors import ConfigError
+from pile_index.files import attach_report_path
 from pile_index.format import EOD_TOKEN, IndexedDatasetWriter, TokenStore, TokenizerFile, eod_id, read_tokenizer
 from pile_index.sql import DOCUMENT_SCHEMA
 
@@ -367,7 +368,7 @@ def attach(cfg: AttachConfig, tokenizer: Tokenizer | None = None) -> dict[str, A
             pq.write_table(table, tmp, compression="zstd")
         record_digest(out_path)  # FILE.sha256, for `pile-index verify`
     report["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    write_bytes(f"{prefix}.attach_report.json", (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode())
+    write_bytes(attach_report_path(prefix), (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode())
     log.info("attach %s: %s of %s items matched", prefix, f"{matched:,}", f"{n_items:,}")
     return report
 

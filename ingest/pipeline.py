@@ -51,6 +51,7 @@ from tokenizers import Tokenizer, normalizers
 from pile_index.atomic import atomic_path, write_bytes
 from pile_index.digests import record_digest
 from pile_index.errors import ConfigError
+from pile_index.files import documents_path, ingest_report_path, tokenizer_path
 from pile_index.format import (IndexedDatasetWriter, TokenizerFile, best_fitting_dtype, eod_id, index_file_path,
                                read_tokenizer, strip_prefix)
 from pile_index.sql import DOCUMENT_SCHEMA, token_hashes
@@ -274,7 +275,7 @@ def ingest(
     # the new .bin with an old .idx; the documents table and tokenizer come before the store, the .idx last
     # of the store files.
     with IndexedDatasetWriter(prefix, dtype) as writer:  # .bin goes to a temp file until finalize()
-        with atomic_path(f"{prefix}.documents.parquet") as pq_tmp:
+        with atomic_path(documents_path(prefix)) as pq_tmp:
             bar = _Progress(cfg.progress, total_in)
             pq_writer = pq.ParquetWriter(pq_tmp, DOCUMENT_SCHEMA, compression="zstd")
             try:
@@ -288,8 +289,8 @@ def ingest(
                 raise _empty_error(cfg, per_file, problems, keys)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(index_file_path(prefix))
-        record_digest(f"{prefix}.documents.parquet")  # FILE.sha256, for `pile-index verify`
-        write_bytes(f"{prefix}.tokenizer.json", tok_file.data)  # the file given, byte for byte
+        record_digest(documents_path(prefix))  # FILE.sha256, for `pile-index verify`
+        write_bytes(tokenizer_path(prefix), tok_file.data)  # the file given, byte for byte
         writer.finalize()
     elapsed = time.perf_counter() - t0
 
@@ -310,7 +311,7 @@ def ingest(
         "tokenizer_sha256": tok_file.sha256,
         "token_hash": "blake2b(digest_size=8) of the item's token bytes in the store dtype, little-endian uint64",
     }
-    report_path = Path(f"{prefix}.ingest_report.json")
+    report_path = ingest_report_path(prefix)
     write_bytes(report_path, (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return IngestResult(prefix, totals["items"], totals["tokens"], report, elapsed, report_path)
 

@@ -21,7 +21,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 
 from pile_index.atomic import write_bytes
 from pile_index.errors import ConfigError, FormatError
+from pile_index.files import ingest_report_path, tokenizer_path
 from pile_index.format import IndexedDatasetWriter, best_fitting_dtype, read_tokenizer, strip_prefix
 from pile_index.progress import progress_bar
 
@@ -146,8 +146,8 @@ def ingest_token_rows(cfg: TokenRowsConfig) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if tok_file is not None:
-        write_bytes(f"{prefix}.tokenizer.json", tok_file.data)
-    write_bytes(Path(f"{prefix}.ingest_report.json"), (json.dumps(report, indent=1) + "\n").encode())
+        write_bytes(tokenizer_path(prefix), tok_file.data)
+    write_bytes(ingest_report_path(prefix), (json.dumps(report, indent=1) + "\n").encode())
     return report
 
 

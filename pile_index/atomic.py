@@ -29,8 +29,9 @@ from typing import IO
 
 import numpy as np
 
+from .files import digest_path
+
 KILL_AT_ENV = "PILE_INDEX_KILL_AT"
-DIGEST_SUFFIX = ".sha256"  # FILE.sha256: the content digest recorded for FILE (pile_index.digests)
 
 
 def _umask() -> int:
@@ -149,7 +150,7 @@ def _forget_digest(final: Path) -> None:
     """Drop ``FILE.sha256`` before FILE is replaced: a digest record never outlives the bytes it describes
     (the writer records the new file's digest once it is in place)."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(final.with_name(final.name + DIGEST_SUFFIX))
+        os.unlink(digest_path(final))
 
 
 @contextlib.contextmanager

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import DIGEST_SUFFIX, write_bytes
+from . import files
+from .atomic import write_bytes
 from .errors import FormatError
 
 CHUNK_BYTES = 8 << 20  # read size while streaming a file: large enough for full disk speed, small for progress
@@ -76,8 +77,7 @@ def sampled_digest(tokens: np.ndarray, windows: int = 64, window: int = 2048) ->
 
 def digest_path(path: str | os.PathLike) -> Path:
     """Where the digest record of ``path`` lives: ``path + ".sha256"``."""
-    p = Path(path)
-    return p.with_name(p.name + DIGEST_SUFFIX)
+    return files.digest_path(path)
 
 
 def record_digest(paths: Path | str | Iterable[Path | str]) -> None:

@@ -5,10 +5,16 @@ under its final name, so a unit that exists is complete and a rerun skips it (da
 markers, with the file itself as the marker). What the units are of (the store, the order, the options) is
 recorded in a job file beside them; a rerun with another job is refused, naming the fields that differ,
 instead of mixing units of two jobs. ``restart`` deletes the folder's units first.
+
+Two shapes share the record format (``{"job": ...}``, sorted keys, atomic) and the refusal of another job:
+:func:`claim_folder`, where a unit's file is its own marker (dataset parts, Parquet exports), and
+:class:`JobRecord`, a record that also lists each finished unit with its size (a score run's
+``OUT.parts/manifest.json``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -17,7 +23,8 @@ from typing import Any
 
 from .atomic import write_bytes
 from .errors import ConfigError, FormatError
-from .sidecar import read_json
+from .files import JOB_FILE
+from .sidecar import load_sidecar, read_json
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +34,7 @@ def job_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def claim_folder(folder: Path, job: dict[str, Any], *, job_name: str = "job.json", restart: bool = False,
+def claim_folder(folder: Path, job: dict[str, Any], *, job_name: str = JOB_FILE, restart: bool = False,
                  what: str = "job", units: str = "files", shown: Path | None = None, fix: str = "") -> Path:
     """Make ``folder`` hold units of ``job`` only and record it in ``folder/job_name``; returns that path.
 
@@ -53,9 +60,55 @@ def claim_folder(folder: Path, job: dict[str, Any], *, job_name: str = "job.json
                               f"damaged){tail}")
         if not isinstance(old.get("job"), dict):
             raise ConfigError(f"{shown}: holds {units} in the layout of an earlier pile-index version{tail}")
-        if old["job"] != job:
-            raise ConfigError(f"{shown}: holds {units} of a different {what} (differs in: "
-                              f"{', '.join(job_differences(old['job'], job))}){tail}")
+        refuse_other_job(old["job"], job, shown=shown, what=what, units=units, fix=fix)
     folder.mkdir(parents=True, exist_ok=True)
-    write_bytes(job_file, (json.dumps({"job": job}, sort_keys=True, indent=1) + "\n").encode())
+    _save(job_file, {"job": job})
     return job_file
+
+
+def refuse_other_job(old: dict[str, Any], job: dict[str, Any], *, shown: Path, what: str = "job",
+                     units: str = "files", fix: str = "") -> None:
+    """ConfigError naming the fields that differ unless ``old`` is ``job``: ``shown`` holds ``units`` of another."""
+    if old != job:
+        raise ConfigError(f"{shown}: holds {units} of a different {what} (differs in: "
+                          f"{', '.join(job_differences(old, job))}){'; ' + fix if fix else ''}")
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    write_bytes(path, (json.dumps(data, sort_keys=True, indent=1) + "\n").encode())
+
+
+class JobRecord:
+    """A job record that also lists its finished units: ``{"job": ..., UNITS: {name: {"bytes": n, ...}}, ...}``.
+
+    Opened on ``path``: an existing record is checked against ``spec`` (:func:`~pile_index.sidecar.load_sidecar`,
+    FormatError naming the bad field, ending with ``damaged_fix``, default ``fix``) and against ``job`` (:func:`refuse_other_job`); a new one starts from
+    ``empty``. A unit is done when it is recorded and its file in the record's folder has the recorded size,
+    so a unit written but not yet recorded (a crash between the two) is computed again."""
+
+    def __init__(self, path: Path, job: dict[str, Any], *, spec: dict[str, Any], empty: dict[str, Any],
+                 units_key: str = "parts", what: str = "job", units: str = "parts", shown: Path | None = None,
+                 fix: str = "", damaged_fix: str | None = None):
+        self.path, self.folder, self.units_key = path, path.parent, units_key
+        if path.is_file():
+            data = load_sidecar(path, spec, fix if damaged_fix is None else damaged_fix)
+            refuse_other_job(data.get("job") or {}, job, shown=path.parent if shown is None else shown,
+                             what=what, units=units, fix=fix)
+            self.data = data
+        else:
+            self.data = {**copy.deepcopy(empty), "job": job, units_key: {}}
+
+    def done(self, name: str) -> bool:
+        """Unit ``name`` is recorded and its file is there with the recorded size."""
+        entry = self.data[self.units_key].get(name)
+        unit = self.folder / name
+        return entry is not None and unit.is_file() and unit.stat().st_size == entry["bytes"]
+
+    def finish(self, name: str, **facts: Any) -> None:
+        """Record unit ``name`` (written under the folder) with its size and ``facts``, and save the record."""
+        self.data[self.units_key][name] = {**facts, "bytes": (self.folder / name).stat().st_size}
+        self.save()
+
+    def save(self) -> None:
+        """Write the record atomically."""
+        _save(self.path, self.data)

@@ -31,6 +31,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from .files import ngram_manifest_path
 from .digests import digest_path, recorded_digest, sha256_file
 from .sql.docstore import DocumentTable, token_hashes
 from .errors import FormatError, PileIndexError
@@ -105,7 +106,7 @@ def verify_corpus(store: TokenStore, cfg: OrderConfig | None = None, preshuffled
     for part in store.parts:
         rep.add(part.index.path, "structure", "ok", f"{len(part):,} items, {part.n_tokens:,} tokens: header, sizes, "
                 "pointers, doc_idx and .bin size")
-    manifest = index_dir(store.prefix) / "manifest.json"
+    manifest = ngram_manifest_path(index_dir(store.prefix))
     index = _open(rep, manifest, "manifest", lambda: NgramIndex(store, check_tokens=False))
     docs_path = store.documents_path()
     docs = _open(rep, docs_path, "schema", lambda: DocumentTable(docs_path, n_items=len(store)))

@@ -1,6 +1,6 @@
 """Fuzzing the other inputs: mutated index maps (.npy) and mutated .jsonl / .jsonl.zst corpora.
 
-Together with tests/test_fuzz_indexed.py (10,000 mutated .idx/.bin pairs) this is 14,000 mutated inputs
+Together with tests/format/test_fuzz_indexed.py (10,000 mutated .idx/.bin pairs) this is 14,000 mutated inputs
 with ``PILE_INDEX_FUZZ_FULL=1`` and a quarter of them (the first quarter of each sequence) by default. Each
 one ends in a named PileIndexError or in a correct result: rows equal a plain reading of the (mutated) maps
 with GPT2Dataset's semantics; ingested items equal the tokenization of exactly the lines that parse."""

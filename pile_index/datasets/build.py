@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import files
 from ..atomic import atomic_path, write_bytes
 from ..sql.docstore import DocumentTable
 from ..errors import ConfigError, PileIndexError
@@ -283,15 +284,15 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
         log.warning("no treated row lies between two of the %d checkpoints: the dataset will hold losses but no "
                     "treatment effect", len(set(ck_steps)))
 
-    parts = out / "parts"
+    parts = out / files.DATASET_PARTS
     _open_parts(parts, _job(cfg, order.store.fingerprint(), ks), out, restart)
-    with atomic_path(out / "rows.parquet") as tmp:
+    with atomic_path(out / files.DATASET_ROWS) as tmp:
         pq.write_table(rows_tbl, tmp)
 
     n = len(ks)
     tasks = [(rev, c0) for rev in cfg.revisions for c0 in range(0, n, cfg.chunk_rows)]
-    part_path = {t: parts / f"{t[0]}-c{t[1]:07d}.parquet" for t in tasks}
-    rec_path = {rev: parts / f"{rev}.checkpoint.json" for rev in cfg.revisions}
+    part_path = {t: files.dataset_part_path(parts, t[0], t[1]) for t in tasks}
+    rec_path = {rev: files.dataset_checkpoint_record_path(parts, rev) for rev in cfg.revisions}
     todo = [t for t in tasks if not (part_path[t].is_file() and rec_path[t[0]].is_file())]
     bar = progress_bar(total=len(tasks), initial=len(tasks) - len(todo), unit="part", desc="score",
                        enabled=progress)
@@ -328,14 +329,13 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
         ck_rows.append({"revision": rev, "checkpoint_step": revision_step(rev), "model": rec["model"],
                         "commit_sha": rec.get("commit_sha"), "weights_sha256": rec["weights_sha256"],
                         "tensors_sha256": rec.get("tensors_sha256")})
-    seen: dict[str, str] = {}
+    from ..scorer.checkpoint import DuplicateWeights
+
+    dups = DuplicateWeights()  # the scorer's rule: equal weight files or equal tensors
     for r in ck_rows:
-        r["duplicate_of"] = seen.get(r["tensors_sha256"] or r["weights_sha256"])
-        seen.setdefault(r["tensors_sha256"] or r["weights_sha256"], r["revision"])
-        if r["duplicate_of"]:
-            log.warning("%s carries the same weights as %s (pythia issues 195, 205, 206)", r["revision"], r["duplicate_of"])
+        r["duplicate_of"] = dups.check(r["revision"], r["weights_sha256"], r["tensors_sha256"])
     ck_tbl = pa.Table.from_pylist(ck_rows)
-    with atomic_path(out / "checkpoints.parquet") as tmp:
+    with atomic_path(out / files.DATASET_CHECKPOINTS) as tmp:
         pq.write_table(ck_tbl, tmp)
 
     con = duckdb.connect(":memory:")
@@ -348,9 +348,9 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
         "FROM scores_t s JOIN rows_t r USING (train_index) JOIN ck_t c USING (revision) "
         "ORDER BY r.train_index, c.checkpoint_step"
     ).to_arrow_table()
-    with atomic_path(out / "dataset.parquet") as tmp:
+    with atomic_path(out / files.DATASET_TABLE) as tmp:
         pq.write_table(joined, tmp)
-    tables = summarize(out / "dataset.parquet", out / "summary")
+    tables = summarize(out / files.DATASET_TABLE, out / files.DATASET_SUMMARY)
     pngs = plot(tables, out / "plots")
     unavailable = effect_unavailable(tables)
     if unavailable:

@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 
+from .. import files
 from ..errors import NotFoundError
 from ..sql.quote import sql_string
 
@@ -18,14 +19,14 @@ class DatasetQuery:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        for name in ("dataset.parquet", "checkpoints.parquet", "summary/treatment_effects.parquet"):
+        for name in (files.DATASET_TABLE, files.DATASET_CHECKPOINTS, f"{files.DATASET_SUMMARY}/treatment_effects.parquet"):
             if not (self.folder / name).is_file():
                 raise NotFoundError(f"{self.folder / name}: missing; build the dataset with `pile-index dataset build`")
         self._con = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         self._con.execute(f"CREATE VIEW ds AS SELECT * FROM read_parquet({sql_string(self.folder / 'dataset.parquet')})")
         self._con.execute(f"CREATE VIEW ck AS SELECT * FROM read_parquet({sql_string(self.folder / 'checkpoints.parquet')})")
-        summary = self.folder / "summary"
+        summary = self.folder / files.DATASET_SUMMARY
         for name in ("cohort_means", "treatment_effects"):
             self._con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({sql_string(summary / (name + '.parquet'))})")
 

@@ -21,6 +21,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from .. import files
 from ..atomic import write_bytes
 from ..digests import sampled_digest
 from ..errors import FormatError
@@ -50,7 +51,7 @@ def _min_max_zeros(tokens):
 
 
 def stats_path(store: TokenStore) -> Path:
-    return Path(f"{store.prefix}.stats.json")
+    return files.stats_path(store.prefix)
 
 
 _STATS_SPEC = {

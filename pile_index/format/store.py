@@ -15,6 +15,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from .. import files
 from ..errors import ConfigError, QueryError
 from .indexed import IndexedDataset, strip_prefix
 
@@ -34,7 +35,7 @@ def _gather_kernel(tokens, starts, lengths, out, out_pos):
 
 def documents_table_path(prefix: str | os.PathLike) -> Path:
     """Where a store's document table lives: ``PREFIX.documents.parquet``."""
-    return Path(f"{strip_prefix(prefix)}.documents.parquet")
+    return files.documents_path(strip_prefix(prefix))
 
 
 class TokenStore:

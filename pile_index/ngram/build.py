@@ -34,6 +34,7 @@ import numpy as np
 from ..atomic import atomic_path, write_bytes
 from ..digests import sha256_array, sha256_file
 from ..errors import ConfigError, FormatError
+from ..files import ngram_build_dir, ngram_manifest_path, ngram_run_marker_path, ngram_run_path
 from ..format.store import TokenStore
 from ..sidecar import read_json
 from .layout import (DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_TOKENS, DIGEST_KEYS, FORMAT_VERSION, HEX64,
@@ -305,7 +306,7 @@ class _ShardBuild:
         self.off = off
         h = hashlib.sha256(json.dumps([self.parts, self.fan_in]).encode())
         self.run_want = {**want, "parts_digest": h.hexdigest()}
-        self.build_dir = folder / "build"
+        self.build_dir = ngram_build_dir(folder)
         block = max(1, SAMPLE_BLOCK_BYTES // store.dtype.itemsize)
         self.block_tokens = min(block, max(1, memory // (2 * store.dtype.itemsize)))
 
@@ -314,22 +315,22 @@ class _ShardBuild:
         return int(self.off[hi] - self.off[lo])
 
     def run_path(self, node: tuple[int, int]) -> Path:
-        return self.build_dir / f"shard-{self.i:05}-parts-{node[0]:05}-{node[1]:05}.run"
+        return ngram_run_path(self.build_dir, self.i, node[0], node[1])
 
     def run_done(self, node: tuple[int, int]) -> bool:
         path = self.run_path(node)
-        marker = path.with_name(path.name + ".json")
+        marker = ngram_run_marker_path(path)
         return _marker_digests(marker, {**self.run_want, "lo": node[0], "hi": node[1]},
                                {path: 5 * self.rows(node)}) is not None
 
     def mark_run(self, node: tuple[int, int]) -> None:
         path = self.run_path(node)
-        write_bytes(path.with_name(path.name + ".json"),
+        write_bytes(ngram_run_marker_path(path),
                     json.dumps({**self.run_want, "lo": node[0], "hi": node[1], "rows": self.rows(node)}).encode())
 
     def drop_run(self, node: tuple[int, int]) -> None:
         path = self.run_path(node)
-        remove_quietly(path.with_name(path.name + ".json"))  # the marker first: a file without one is rebuilt
+        remove_quietly(ngram_run_marker_path(path))  # the marker first: a file without one is rebuilt
         remove_quietly(path)
 
     def leaves_to_build(self, node: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -481,5 +482,5 @@ def build_index(
         log.info("ngram build: memory budget %s bytes (%.2f GB)", f"{memory:,}", memory / 1e9)
         manifest = _build_bounded(store, folder, memory, sample_every, sample_tokens, progress, ray_address,
                                   ray_num_cpus)
-    write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+    write_bytes(ngram_manifest_path(folder), json.dumps(manifest, indent=1).encode())
     return folder

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
+from ..files import ngram_manifest_path
 from ..format.store import TokenStore
 from .build import build_index, build_shard, default_memory  # noqa: F401 - the package's names, kept here
 from .layout import (DEFAULT_SHARD_TOKENS, DIGEST_KEYS, FORMAT_VERSION, LEGACY_FORMAT_VERSION,  # noqa: F401
@@ -162,7 +163,7 @@ class NgramIndex:
     def __init__(self, store: TokenStore, folder: str | os.PathLike | None = None, check_tokens: bool = True):
         self.store = store
         self.folder = Path(folder) if folder is not None else index_dir(store.prefix)
-        manifest_path = self.folder / "manifest.json"
+        manifest_path = ngram_manifest_path(self.folder)
         if not os.path.lexists(manifest_path):
             raise NotFoundError(
                 f"{manifest_path}: no n-gram index for {store.prefix}; build it with `pile-index ngram build {store.prefix}`"

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..digests import sampled_digest
 from ..errors import ConfigError, FormatError
+from ..files import ngram_dir, ngram_manifest_path, ngram_shard_path
 from ..format.store import TokenStore
 from ..sidecar import check, optional, read_json
 
@@ -62,12 +63,12 @@ REBUILD = "rebuild with `pile-index ngram build`"
 
 def index_dir(prefix: str | os.PathLike) -> Path:
     """Where the n-gram index of the store whose first prefix is ``prefix`` lives: ``PREFIX.ngram/``."""
-    return Path(f"{os.fspath(prefix)}.ngram")
+    return ngram_dir(prefix)
 
 
 def shard_path(folder: Path, i: int, suffix: str = ".sa") -> Path:
     """``shard-NNNNN.sa`` (or ``.json``, ``.sample``) of shard ``i``."""
-    return folder / f"shard-{i:05}{suffix}"
+    return ngram_shard_path(folder, i, suffix)
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def sample_rows(n: int, every: int) -> int:
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The n-gram manifest in ``folder``, with its required keys and types checked (FormatError if damaged).
     Formats 2 and 3 open; any other is refused with the command that rebuilds it."""
-    path = Path(folder) / "manifest.json"
+    path = ngram_manifest_path(folder)
     doc = read_json(path, REBUILD)
     version = doc.get("format_version") if isinstance(doc, dict) else None
     if isinstance(doc, dict) and version not in FORMATS:

@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import files
 from ..atomic import atomic_path, write_bytes
 from ..errors import ConfigError, FormatError, QueryError
 from ..format.indexed import IndexedDatasetWriter, data_file_path, index_file_path, strip_prefix
@@ -51,7 +52,7 @@ log = logging.getLogger(__package__)
 
 CHUNK_TOKENS = 1 << 23  # tokens read through the order per step (16 MB of uint16; 4,094 Pythia rows)
 FILE_STEPS = 1000  # default steps per Parquet file (the community preshuffled layout: 1,024,000 rows a file)
-EXPORT_JOB = ".export.json"  # the job record inside a Parquet export folder
+EXPORT_JOB = files.EXPORT_JOB  # the job record inside a Parquet export folder
 JOB_VERSION = 1
 
 
@@ -117,7 +118,7 @@ def export_preshuffled(order: Any, out: str | os.PathLike, steps: tuple[int, int
     if os.path.abspath(prefix) in {os.path.abspath(p) for p in order.store.prefixes}:
         raise ConfigError(f"out {prefix}: is the store being read; pass another prefix")
     paths = {"bin": data_file_path(prefix), "idx": index_file_path(prefix)}
-    job_path = Path(f"{prefix}.export.json")
+    job_path = files.export_record_path(prefix)
     job = _job(order, "preshuffled", lo, hi)
     record = {"out": prefix, **_record(order, lo, hi), "files": {k: str(v) for k, v in paths.items()}}
     existing = [p for p in (*paths.values(), job_path) if os.path.lexists(p)]
@@ -184,9 +185,7 @@ def rows_table(order: Any, ks: np.ndarray, documents: Any = None) -> pa.Table:
     return pa.table(cols, schema=parquet_schema(order, documents is not None))
 
 
-def parquet_file_name(i: int, n: int) -> str:
-    """``train-{i:05}-of-{n:05}.parquet``: sorted names are training order; ``datasets`` reads the split ``train``."""
-    return f"train-{i:05d}-of-{n:05d}.parquet"
+parquet_file_name = files.parquet_file_name
 
 
 def export_parquet(order: Any, out_dir: str | os.PathLike, steps: tuple[int, int] | None = None,

@@ -38,6 +38,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from .. import files
 from ..atomic import save_npy
 from ..digests import ensure_digests
 from ..errors import ConfigError, FormatError, LimitError, NotFoundError
@@ -153,8 +154,8 @@ def order_config(
 
 def index_map_paths(prefix: str | os.PathLike, cfg: OrderConfig) -> dict[str, Path]:
     """GPT-NeoX's cache file names: ``{prefix}_{name}_indexmap_{ns}ns_{sl}sl_{seed}s_{kind}.npy``."""
-    base = f"{strip_prefix(prefix)}_{cfg.name}_indexmap_{cfg.num_samples}ns_{cfg.seq_length}sl_{cfg.seed}s"
-    return {kind: Path(f"{base}_{kind}.npy") for kind in MAP_KINDS}
+    base = files.index_map_base(strip_prefix(prefix), cfg.name, cfg.num_samples, cfg.seq_length, cfg.seed)
+    return {kind: files.index_map_file(base, kind) for kind in MAP_KINDS}
 
 
 def build_command(prefix: str, cfg: OrderConfig) -> str:
@@ -520,7 +521,7 @@ def map_error(code: int, index: int, arrays: dict[str, np.ndarray], paths: dict[
 
 def checked_marker_path(paths: dict[str, Path]) -> Path:
     """``X_checked.json`` beside the maps: remembers that :func:`check_index_maps` passed on these files."""
-    return Path(str(paths["doc_idx"]).removesuffix("_doc_idx.npy") + "_checked.json")
+    return files.checked_marker_file(files.index_map_base_of(paths["doc_idx"]))
 
 
 def checked_marker_key(paths: dict[str, Path], sizes: np.ndarray) -> dict:
@@ -592,7 +593,7 @@ def build_index_mappings(store: TokenStore | str | os.PathLike, cfg: OrderConfig
     t, e, s = _expected_shapes(sizes, cfg)
     n_docs = int(sizes.shape[0])
     if all(p.is_file() for p in paths.values()):
-        log.info("reusing index maps %s", paths["doc_idx"].name.removesuffix("_doc_idx.npy"))
+        log.info("reusing index maps %s", files.index_map_base_of(paths["doc_idx"].name))
         maps = _load_checked(paths, n_docs, t, e, s, prefix, cfg)
         check_index_maps(maps, sizes, paths, prefix, cfg)
         ensure_digests(paths.values())  # a build killed before its records, or maps from elsewhere

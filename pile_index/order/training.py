@@ -38,6 +38,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .. import files
 from ..atomic import save_npy
 from ..digests import ensure_digests
 from ..sql.documents import public_metadata
@@ -65,8 +66,8 @@ INVERSE_KINDS = ("doc_idx_inverse", "shuffle_idx_inverse")
 
 def inverse_paths(prefix: str | os.PathLike, cfg: OrderConfig) -> dict[str, Path]:
     """Inverse files beside the index maps: GPT-NeoX's name with ``_doc_idx_inverse`` / ``_shuffle_idx_inverse``."""
-    base = str(index_map_paths(prefix, cfg)["doc_idx"]).removesuffix("_doc_idx.npy")
-    return {kind: Path(f"{base}_{kind}.npy") for kind in INVERSE_KINDS}
+    base = files.index_map_base_of(index_map_paths(prefix, cfg)["doc_idx"])
+    return {kind: files.index_map_file(base, kind) for kind in INVERSE_KINDS}
 
 
 # ----------------------------------------------------------------------------------------------- kernels

@@ -34,9 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..atomic import atomic_path, write_bytes
+from .. import files
+from ..atomic import atomic_path
 from ..errors import ConfigError, FormatError
-from ..sidecar import load_sidecar
+from ..jobs import JobRecord
 from .checkpoint import Checkpoint, DuplicateWeights, load_model, resolve_checkpoint, resolve_revisions
 from .metrics import (MEM_CONTINUATION, MEM_PREFIX, memorization_score, memorized_one_pass, row_means,
                       token_metrics)
@@ -237,32 +238,16 @@ def _rows_sha256(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-class _Manifest:
-    """``OUT.parts/manifest.json``: the job description, checkpoint records and finished parts."""
+class _Manifest(JobRecord):
+    """``OUT.parts/manifest.json``: the job description, checkpoint records and finished parts
+    (:class:`~pile_index.jobs.JobRecord`)."""
 
     def __init__(self, folder: Path, job: dict):
-        self.folder, self.path = folder, folder / "manifest.json"
-        if self.path.is_file():
-            data = load_sidecar(self.path, {"version": int, "job": dict, "checkpoints": dict, "parts": dict},
-                                f"delete {folder} to start over")
-            if data.get("job") != job:
-                old = data.get("job") or {}
-                diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
-                raise ConfigError(
-                    f"{folder} holds parts of a different job (differs in: {', '.join(diff)}): rerun with the "
-                    "same options, use another `out`, or delete that folder to start over"
-                )
-            self.data = data
-        else:
-            self.data = {"version": MANIFEST_VERSION, "job": job, "checkpoints": {}, "parts": {}}
-
-    def done(self, name: str) -> bool:
-        entry = self.data["parts"].get(name)
-        return entry is not None and (self.folder / name).is_file() and \
-            (self.folder / name).stat().st_size == entry["bytes"]
-
-    def save(self) -> None:
-        write_bytes(self.path, (json.dumps(self.data, indent=1, sort_keys=True) + "\n").encode())
+        super().__init__(folder / files.MANIFEST, job,
+                         spec={"version": int, "job": dict, "checkpoints": dict, "parts": dict},
+                         empty={"version": MANIFEST_VERSION, "checkpoints": {}}, shown=folder,
+                         fix="rerun with the same options, use another `out`, or delete that folder to start over",
+                         damaged_fix=f"delete {folder} to start over")
 
 
 def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[str | None],
@@ -301,10 +286,10 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
                     if k not in ("batch_size", "logits_chunk_elems", "decode_batch_size")},
         "device_type": dev.type, "dtype": str(dt).removeprefix("torch."), **(job or {}),
     }
-    parts = Path(f"{out}.parts")
+    parts = files.score_parts_dir(out)
     parts.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(parts, job_desc)
-    names = [[f"r{ri:03d}-c{ci:06d}.parquet" for ci in range(n_chunks)] for ri in range(len(revisions))]
+    names = [[files.score_part_name(ri, ci) for ci in range(n_chunks)] for ri in range(len(revisions))]
     n_done = sum(min(chunk_rows, n - ci * chunk_rows) for ri in range(len(revisions))
                  for ci in range(n_chunks) if manifest.done(names[ri][ci]))
     # every revision still to score is found before the first is scored (missing ones named together)
@@ -383,8 +368,7 @@ def score_to_parquet(out: str | os.PathLike, *, model: str, revisions: Sequence[
                 name = names[ri][ci]
                 with atomic_path(parts / name) as tmp:
                     pq.write_table(table, tmp)
-                manifest.data["parts"][name] = {"rows": table.num_rows, "bytes": (parts / name).stat().st_size}
-                manifest.save()
+                manifest.finish(name, rows=table.num_rows)
             del net
 
     # stream the parts into the final file (one part in memory at a time; per-token jobs can be large)

@@ -15,12 +15,13 @@ from tokenizers import Tokenizer
 
 from .docstore import DocumentTable
 from ..errors import NotFoundError, QueryError
+from ..files import tokenizer_path
 from ..format.store import TokenStore
 from ..format.tokenizer import load_tokenizer
 
 
 def store_tokenizer_path(prefix: str) -> Path:
-    return Path(f"{prefix}.tokenizer.json")
+    return tokenizer_path(prefix)
 
 
 def tokenizer_for(store: TokenStore, name: str | None) -> Tokenizer | None:

@@ -61,6 +61,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import files
 from ..errors import ConfigError, LimitError, NotFoundError, QueryError
 from ..format.indexed import strip_prefix
 from ..settings import default
@@ -69,7 +70,7 @@ from .quote import sql_string
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 EXPOSED_FILES = ("documents", "spans", "occurrences", "scores")
-DATASET_TABLE = "dataset.parquet"  # the table a `dataset build` folder holds (pile_index.datasets)
+DATASET_TABLE = files.DATASET_TABLE  # the table a `dataset build` folder holds (pile_index.datasets)
 
 # Defaults of the limits (the service's settings of the same names override them).
 MAX_ROWS = 10_000

@@ -18,7 +18,7 @@ import pytest
 from cli.main import main
 from pile_index import write_indexed
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

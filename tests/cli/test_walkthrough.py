@@ -21,7 +21,7 @@ from cli.main import main  # noqa: E402
 from tests.conftest import REAL_TOKENIZER  # noqa: E402
 from tests.hub_miniatures import IDXMAPS, IDXMAPS_BASE, PRESHUFFLED, TEXT, put_repo, sharded  # noqa: E402
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SMALL = "--seed 1234 --seq-length 8 --num-samples 96 --batch-size 4"
 SUBSTITUTIONS = [  # the README's own list, in its words: preset -> small order, step 1000 -> step 5
     ("--preset pythia", SMALL),

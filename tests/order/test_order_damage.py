@@ -24,7 +24,7 @@ from pile_index.format import IndexedDataset, write_indexed
 from pile_index.order import (OrderConfig, checked_marker_key, checked_marker_path, index_map_paths, inverse_paths,
                               load_index_mappings, open_order)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12, 0, 51]
 CFG = OrderConfig(seed=5, seq_length=32, num_samples=100, batch_size=4)  # 3 epochs of 1,229 tokens
 OPTS = ["--seed", "5", "--seq-length", "32", "--num-samples", "100", "--batch-size", "4"]

@@ -203,7 +203,7 @@ def _killed_at(event: int, argv: list) -> None:
 
     from pile_index.atomic import KILL_AT_ENV
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), KILL_AT_ENV: str(event)}
     proc = subprocess.run([sys.executable, "-m", "cli.main", *map(str, argv)], cwd=root, env=env, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()

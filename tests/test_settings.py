@@ -17,11 +17,12 @@ from api.settings import Settings
 from cli.main import main
 from cli.store_cmds import parse_setting
 from pile_index.errors import LimitError
-from pile_index.format import TokenStore, write_indexed
+from pile_index.format import TokenStore
 from pile_index.ngram import NgramIndex, build_index, locate_page
 from pile_index.order import OrderConfig, open_order
 from pile_index.settings import SETTINGS, default
 from pile_index.sql import row_pieces_table
+from tests.stores import sized_store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -53,8 +54,7 @@ CFG = OrderConfig(seed=5, seq_length=32, num_samples=100, batch_size=4)
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     prefix = str(tmp_path_factory.mktemp("limits") / "raw")
-    rng = np.random.default_rng(9)
-    write_indexed(prefix, [rng.integers(2, 50000, n).astype(np.uint16) for n in SIZES], np.uint16)
+    sized_store(prefix, SIZES)
     open_order(prefix, CFG, build=True)
     return prefix
 

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cli.main import main
-from pile_index.format import IndexedDataset, write_indexed
+from pile_index.format import IndexedDataset
 from pile_index.order import OrderConfig, open_order
+from tests.stores import sized_store
 
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12]
 OPTS = ["--seed", "5", "--seq-length", "32", "--num-samples", "100", "--batch-size", "4"]
@@ -23,9 +24,8 @@ ROWS_PER_FILE = 40  # 10 steps a file, as the community layout has 1,000 steps a
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rows")
-    rng = np.random.default_rng(9)
     prefix = str(folder / "raw")
-    write_indexed(prefix, [rng.integers(2, 50000, n).astype(np.uint16) for n in SIZES], np.uint16)
+    sized_store(prefix, SIZES)
     order = open_order(prefix, CFG, build=True)
     return folder, prefix, order.rows(np.arange(100))
 

@@ -17,10 +17,11 @@ import pytest
 
 from cli.main import main
 from pile_index.datasets.build import build_rows_table
-from pile_index.format import IndexedDataset, write_indexed
+from pile_index.format import IndexedDataset
 from pile_index.order import OrderConfig, export_parquet, index_map_paths, open_order
 from pile_index.order import export as export_mod
 from pile_index.sql import DOCUMENT_SCHEMA, DocumentTable
+from tests.stores import sized_store
 
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12]
 OPTS = ["--seed", "5", "--seq-length", "32", "--num-samples", "100", "--batch-size", "4"]
@@ -31,9 +32,8 @@ NAMES = ["Github", "ArXiv", "Pile-CC"]
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
-    rng = np.random.default_rng(9)
     prefix = str(folder / "raw")
-    write_indexed(prefix, [rng.integers(2, 50000, n).astype(np.uint16) for n in SIZES], np.uint16)
+    sized_store(prefix, SIZES)
     n = len(SIZES)
     pq.write_table(pa.table({
         "doc_id": np.arange(n, dtype=np.int64), "source_file": ["x"] * n, "source_line": np.arange(n) + 1,

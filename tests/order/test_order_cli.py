@@ -14,6 +14,7 @@ from api.settings import Settings
 from cli.main import main
 from pile_index.format import IndexedDataset, write_indexed
 from pile_index.order import OrderConfig, open_order
+from tests.stores import sized_store
 
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12]
 OPTS = ["--seed", "5", "--seq-length", "32", "--num-samples", "100", "--batch-size", "4"]
@@ -23,9 +24,8 @@ CFG = OrderConfig(seed=5, seq_length=32, num_samples=100, batch_size=4)
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(9)
     raw = str(folder / "raw")
-    write_indexed(raw, [rng.integers(2, 50000, n).astype(np.uint16) for n in SIZES], np.uint16)
+    sized_store(raw, SIZES)
     return folder, raw
 
 

@@ -20,9 +20,10 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import Settings
 from pile_index.errors import FormatError
-from pile_index.format import IndexedDataset, write_indexed
+from pile_index.format import IndexedDataset
 from pile_index.order import (OrderConfig, checked_marker_key, checked_marker_path, index_map_paths, inverse_paths,
                               load_index_mappings, open_order)
+from tests.stores import sized_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12, 0, 51]
@@ -36,9 +37,8 @@ HUGE = {"doc_idx": 2_000_000_000, "sample_idx": 2_000_000_000, "shuffle_idx": 4_
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("damage")
-    rng = np.random.default_rng(9)
     prefix = str(folder / "raw")
-    write_indexed(prefix, [rng.integers(2, 50000, n).astype(np.uint16) for n in SIZES], np.uint16)
+    sized_store(prefix, SIZES)
     order = open_order(prefix, CFG, build=True)
     assert order.epochs == 3
     return prefix

@@ -255,10 +255,7 @@ def attach(cfg: AttachConfig, tokenizer: Tokenizer | None = None) -> dict[str, A
     cfg.validate()
     t0 = time.perf_counter()
     store = TokenStore(cfg.prefixes)
-    if tokenizer is not None:
-        tok_file = TokenizerFile(tokenizer, tokenizer.to_str().encode("utf-8"), "(object)")
-    else:
-        tok_file = read_tokenizer(cfg.tokenizer)
+    tok_file = TokenizerFile.of(tokenizer) if tokenizer is not None else read_tokenizer(cfg.tokenizer)
     tok = tok_file.tokenizer
     inputs = expand_inputs(cfg.inputs, what="`inputs`")  # NotFoundError before any work
     for p in inputs.files:

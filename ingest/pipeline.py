@@ -223,10 +223,7 @@ def ingest(
     t0 = time.perf_counter()
     cfg.validate()
     prefix = strip_prefix(cfg.out)
-    if tokenizer is not None:
-        tok_file = TokenizerFile(tokenizer, tokenizer.to_str().encode("utf-8"), "(object)")
-    else:
-        tok_file = read_tokenizer(cfg.tokenizer)
+    tok_file = TokenizerFile.of(tokenizer) if tokenizer is not None else read_tokenizer(cfg.tokenizer)
     tok = tok_file.tokenizer
     vocab = tok.get_vocab_size()
     dtype = best_fitting_dtype(vocab)

@@ -154,19 +154,14 @@ def _forget_digest(final: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside ``path``; on clean exit fsync it and rename it onto ``path``.
-
-    On an exception the temp file is removed and the exception re-raised; ``path`` is untouched.
-    """
-    final = Path(path)
-    fd, tmp = _new_temp(final)
+def _replacing(final: Path, suffix: str = "") -> Iterator[tuple[int, str]]:
+    """A new temp file beside ``final`` (its fd and name) for the body to fill and fsync; on clean exit it is
+    renamed onto ``final``, on an exception removed. The three kill-point events of every atomic write
+    (temp created, temp complete, renamed) are raised here."""
+    fd, tmp = _new_temp(final, suffix=suffix)
     try:
         _event()  # temp created
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield fd, tmp
         _event()  # temp complete
         _forget_digest(final)
         os.replace(tmp, final)
@@ -179,6 +174,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 @contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside ``path``; on clean exit fsync it and rename it onto ``path``.
+
+    On an exception the temp file is removed and the exception re-raised; ``path`` is untouched.
+    """
+    with _replacing(Path(path)) as (fd, _tmp):
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path`` for a library that writes by file name (pyarrow, np.save).
 
@@ -186,22 +194,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fsynced and renamed onto ``path``; on an exception it is removed.
     """
     final = Path(path)
-    fd, tmp = _new_temp(final, suffix=final.suffix)
-    os.close(fd)
-    try:
-        _event()  # temp created
+    with _replacing(final, suffix=final.suffix) as (fd, tmp):
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        _event()  # temp complete
-        _forget_digest(final)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _event()  # renamed
-    _fsync_dir(final.parent)
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

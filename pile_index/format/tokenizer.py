@@ -32,6 +32,11 @@ class TokenizerFile:
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> "TokenizerFile":
+        """A tokenizer object given in code: its bytes are the ``tokenizers`` serialisation."""
+        return cls(tokenizer, tokenizer.to_str().encode("utf-8"), "(object)")
+
 
 def read_tokenizer(path_or_hub_id: str | os.PathLike) -> TokenizerFile:
     """Load from a file, a folder holding ``tokenizer.json``, or a hub id (``EleutherAI/pythia-70m``),

@@ -126,6 +126,39 @@ def _window(stoks, slen, every, n, pat):
     return wlo, whi, wlo, whi
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _end_of_match(tokens, words, pat, lo, hi):
+    """(row, 0): the first row > pat in [lo, hi), the rows before it there matching pat; (row, code) when a
+    probed row holds no token position or sorts before pat (damage)."""
+    n = tokens.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        p = sa_at(words, n, mid)
+        if p >= n:
+            return mid, BAD_POINTER
+        c = _cmp(tokens, words, p, pat)
+        if c < 0:
+            return mid, UNSORTED
+        if c == 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo, 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _misplaced(tokens, words, pat, row, after):
+    """0 when ``row`` sorts after pat (``after``) or before it (not ``after``); else the damage code."""
+    n = tokens.shape[0]
+    p = sa_at(words, n, row)
+    if p >= n:
+        return BAD_POINTER
+    c = _cmp(tokens, words, p, pat)
+    if (c <= 0) if after else (c >= 0):
+        return UNSORTED
+    return 0
+
+
 @numba.njit(cache=True, nogil=True)
 def _range_window(tokens, words, pat, wlo, whi):
     """[lo, hi): the rows in [wlo, whi) whose suffix starts with pat, all other rows being known not to.
@@ -150,7 +183,7 @@ def _range_window(tokens, words, pat, wlo, whi):
             hi = mid
             if c > 0:
                 upper = mid
-    start = lo
+    start = end = lo
     if lo < upper:
         # Gallop from lo (most n-grams of a few tokens or more are rare: the end is usually at lo + 1 or
         # close, and neighbouring rows share cache lines), then binary-search the last gap.
@@ -172,33 +205,18 @@ def _range_window(tokens, words, pat, wlo, whi):
                 break
             prev = probe
             step <<= 1
-        lo = prev + 1
-        while lo < hi:  # first row > pat
-            mid = (lo + hi) >> 1
-            p = sa_at(words, n, mid)
-            if p >= n:
-                return BAD_POINTER, mid
-            c = _cmp(tokens, words, p, pat)
-            if c < 0:
-                return UNSORTED, mid
-            if c == 0:
-                lo = mid + 1
-            else:
-                hi = mid
-    end = lo
+        end, code = _end_of_match(tokens, words, pat, prev + 1, hi)  # first row > pat
+        if code != 0:
+            return code, end
     # Rows start - 1 and end were probed (or lie outside the window); one row further out on each side was not.
     if start >= 2:
-        p = sa_at(words, n, start - 2)
-        if p >= n:
-            return BAD_POINTER, start - 2
-        if _cmp(tokens, words, p, pat) >= 0:
-            return UNSORTED, start - 2
+        code = _misplaced(tokens, words, pat, start - 2, False)
+        if code != 0:
+            return code, start - 2
     if end + 1 < n:
-        p = sa_at(words, n, end + 1)
-        if p >= n:
-            return BAD_POINTER, end + 1
-        if _cmp(tokens, words, p, pat) <= 0:
-            return UNSORTED, end + 1
+        code = _misplaced(tokens, words, pat, end + 1, True)
+        if code != 0:
+            return code, end + 1
     return start, end
 
 
@@ -227,34 +245,19 @@ def _range_known(tokens, words, pat, wlo, mlo, mhi, whi):
         else:
             hi = mid
     start = lo
-    lo, hi = mhi, whi
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        p = sa_at(words, n, mid)
-        if p >= n:
-            return BAD_POINTER, mid
-        c = _cmp(tokens, words, p, pat)
-        if c < 0:
-            return UNSORTED, mid
-        if c == 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    end = lo
+    end, code = _end_of_match(tokens, words, pat, mhi, whi)
+    if code != 0:
+        return code, end
     for row in (start - 2, start - 1):  # the rows before the answer sort before it
         if row >= 0:
-            p = sa_at(words, n, row)
-            if p >= n:
-                return BAD_POINTER, row
-            if _cmp(tokens, words, p, pat) >= 0:
-                return UNSORTED, row
+            code = _misplaced(tokens, words, pat, row, False)
+            if code != 0:
+                return code, row
     for row in (end, end + 1):  # the rows after it sort after it
         if row < n:
-            p = sa_at(words, n, row)
-            if p >= n:
-                return BAD_POINTER, row
-            if _cmp(tokens, words, p, pat) <= 0:
-                return UNSORTED, row
+            code = _misplaced(tokens, words, pat, row, True)
+            if code != 0:
+                return code, row
     return start, end
 
 

@@ -16,8 +16,14 @@ Then, in alternating rounds (``--rounds``: format 3, format 2, format 3, ...; mi
 warm count latency (``--queries`` n-grams of 1-32 tokens drawn from the corpus, after one warm pass) and cold
 count latency: before each cold query every file of the layout is dropped from the page cache
 (``posix_fadvise(POSIX_FADV_DONTNEED)``) and the index opened afresh (new mappings), and after it
-``mincore`` over fresh mappings of the files counts the 4 KB pages the query brought in (pages per count).
-tokengrams is measured too when it is installed (``pip install tokengrams``).
+``mincore`` over fresh mappings of the files counts the 4 KB pages the query brought in (pages per count);
+batch counts (``count_many`` of ``--batch`` 32-grams against a loop of ``count``); and the warm trace of
+``--passages`` 200-token passages (``NgramIndex.trace``: maximal spans with counts and occurrences).
+tokengrams 0.3.3 (``pip install tokengrams==0.3.3``, the ``bench`` extra) is measured on the same store in the
+same run when it is installed: its build (wall, peak RSS), bytes/token, warm and cold counts, and its
+one-at-a-time count over the same 32-gram batch (it has no batch count); its cold count is its open plus
+the count (opening a MemmapIndex reads the table in, so a count after the open is never cold). It counts across document
+boundaries, so its counts of long n-grams can be higher; the cost of a count is what is compared.
 
 Last, a table extrapolating to 207B and 300B tokens from the measured per-level costs (the formula is printed).
 
@@ -94,7 +100,12 @@ def child_build(prefix: str, out: str, kind: str, memory: int, shard_tokens: int
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
     store = TokenStore(prefix)
-    if kind == "v3":
+    if kind == "tg":
+        from tokengrams import MemmapIndex
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        MemmapIndex.build(f"{prefix}.bin", str(Path(out) / "tokengrams.table"), vocab=2**16, verbose=False)
+    elif kind == "v3":
         build_index(store, out, memory=memory)
     else:
         build_index(store, out, shard_tokens=shard_tokens)
@@ -146,11 +157,47 @@ def files_of(store: TokenStore, folder: Path) -> list[Path]:
     return [Path(p.bin_path) for p in store.parts] + sorted(f for f in folder.iterdir() if f.suffix in (".sa", ".sample"))
 
 
+def measure_tokengrams(prefix: Path, folder: Path, queries: list[list[int]], n_cold: int, batch: np.ndarray) -> dict:
+    """The same figures for tokengrams' MemmapIndex (one count at a time: it has no batch count)."""
+    from tokengrams import MemmapIndex
+
+    table = folder / "tokengrams.table"
+    files = [Path(f"{prefix}.bin"), table]
+    idx = MemmapIndex(f"{prefix}.bin", str(table), vocab=2**16)
+    rows = [[int(x) for x in q] for q in batch]
+    for q in rows[:1000]:
+        idx.count(q)
+    t = time.perf_counter()
+    for q in rows:
+        idx.count(q)
+    t_loop = time.perf_counter() - t
+    for q in queries:
+        idx.count(q)
+    warm = []
+    for q in queries:
+        t = time.perf_counter_ns()
+        idx.count(q)
+        warm.append((time.perf_counter_ns() - t) / 1e3)
+    cold, pages = [], []
+    for q in queries[:n_cold]:
+        del idx
+        drop(files)
+        t = time.perf_counter_ns()  # its open maps the table and reads it in: a cold count is open + count
+        idx = MemmapIndex(f"{prefix}.bin", str(table), vocab=2**16)
+        idx.count(q)
+        cold.append((time.perf_counter_ns() - t) / 1e3)
+        pages.append(resident_pages(files))
+    return {"warm_p50_us": pct(warm, 50), "warm_p99_us": pct(warm, 99), "cold_p50_ms": pct(cold, 50) / 1e3,
+            "cold_p99_ms": pct(cold, 99) / 1e3, "pages_p50": pct(pages, 50), "pages_p99": pct(pages, 99),
+            "batch_k_per_s": len(rows) / t_loop / 1e3, "batch_x_loop": 1.0}
+
+
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def measure(store: TokenStore, folder: Path, queries: list[list[int]], n_cold: int, batch: np.ndarray) -> dict:
+def measure(store: TokenStore, folder: Path, queries: list[list[int]], n_cold: int, batch: np.ndarray,
+            passages: list[np.ndarray]) -> dict:
     idx = NgramIndex(store, folder, check_tokens=False)
     idx.count_many(batch)  # compile, and a warm pass (threads started, pages in)
     t = time.perf_counter()
@@ -167,6 +214,13 @@ def measure(store: TokenStore, folder: Path, queries: list[list[int]], n_cold: i
         t = time.perf_counter_ns()
         idx.count(q)
         warm.append((time.perf_counter_ns() - t) / 1e3)
+    for p in passages:
+        idx.trace(p)  # warm pass
+    traces = []
+    for p in passages:
+        t = time.perf_counter_ns()
+        idx.trace(p)
+        traces.append((time.perf_counter_ns() - t) / 1e6)
     files = files_of(store, folder)
     cold, pages = [], []
     for part in store.parts:  # pages this process has mapped stay cached whatever fadvise says: unmap them
@@ -188,7 +242,8 @@ def measure(store: TokenStore, folder: Path, queries: list[list[int]], n_cold: i
         pages.append(resident_pages(files))
     return {"warm_p50_us": pct(warm, 50), "warm_p99_us": pct(warm, 99), "cold_p50_ms": pct(cold, 50) / 1e3,
             "cold_p99_ms": pct(cold, 99) / 1e3, "pages_p50": pct(pages, 50), "pages_p99": pct(pages, 99),
-            "batch_k_per_s": len(batch) / t_batch / 1e3, "batch_x_loop": t_loop / t_batch}
+            "batch_k_per_s": len(batch) / t_batch / 1e3, "batch_x_loop": t_loop / t_batch,
+            "trace_p50_ms": pct(traces, 50), "trace_p99_ms": pct(traces, 99)}
 
 
 def main() -> None:
@@ -205,6 +260,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=200_000, help="32-grams per batch count (count_many vs a loop)")
     ap.add_argument("--cold", type=int, default=100, help="cold queries per round")
+    ap.add_argument("--passages", type=int, default=20, help="200-token passages traced per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", help="work folder on a real disk (default: a temp folder; not tmpfs)")
@@ -221,10 +277,17 @@ def main() -> None:
     print(f"corpus: {store.n_tokens:,} tokens, {len(store):,} documents ({time.perf_counter() - t0:.0f} s); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     layouts = {"v3": work / "v3.ngram", "v2": work / "v2.ngram"}
+    try:
+        import tokengrams  # noqa: F401
+
+        layouts["tg"] = work / "tokengrams"
+    except ImportError:
+        print("tokengrams: not installed (pip install tokengrams==0.3.3), skipped")
     saved = work / "builds.json"
     builds = json.loads(saved.read_text()) if saved.exists() else {}
     for kind, folder in layouts.items():
-        if not (folder / "manifest.json").exists() or kind not in builds:
+        done = (folder / "tokengrams.table").exists() if kind == "tg" else (folder / "manifest.json").exists()
+        if not done or kind not in builds:
             builds[kind] = build(prefix, folder, kind, memory, args.old_shard_tokens)
             saved.write_text(json.dumps(builds))
             print(f"{kind} build: {builds[kind]['build_s']:.1f} s, peak RSS {builds[kind]['peak_rss'] / 1e9:.2f} GB "
@@ -245,29 +308,41 @@ def main() -> None:
     d = rng.choice(long_docs, args.batch)
     at = offs[d] + (rng.random(args.batch) * (sizes[d] - 31)).astype(np.int64)
     batch = np.asarray(tokens)[at[:, None] + np.arange(32)].astype(np.int64)  # warm 32-gram batch counts
+    # 200-token passages to trace: a window of a corpus document (so long matches exist), its second half
+    # replaced by fresh Zipfian tokens half of the time (so spans end inside the passage)
+    long200 = np.flatnonzero(sizes[: int(store.item_offsets[1])] >= 200)
+    passages = []
+    for d in rng.choice(long200, args.passages):
+        a = int(offs[d]) + int(rng.integers(int(sizes[d]) - 199))
+        p = np.asarray(tokens[a : a + 200]).astype(np.int64)
+        if rng.random() < 0.5:
+            p[100:] = np.minimum(rng.zipf(1.1, size=100) - 1, VOCAB - 1)
+        passages.append(p)
     results: dict[str, list[dict]] = {k: [] for k in layouts}
     for r in range(args.rounds):
         for kind, folder in layouts.items():
-            results[kind].append(measure(store, folder, queries, args.cold, batch))
+            if kind == "tg":
+                results[kind].append(measure_tokengrams(prefix, folder, queries, args.cold, batch))
+            else:
+                results[kind].append(measure(store, folder, queries, args.cold, batch, passages))
     print(f"\nload average after the rounds: {os.getloadavg()[0]:.1f}")
     summary = {}
     for kind, folder in layouts.items():
-        idx = NgramIndex(store, folder, check_tokens=False)
-        disk = idx.disk_bytes()
-        bpt = (disk + store.n_tokens * 2) / store.n_tokens
-        sample = sum(f.stat().st_size for f in folder.glob("*.sample"))
-        print(f"\n{kind}: {len(idx.shards)} shards, {bpt:.3f} bytes/token on disk with the store's 2, "
-              f"in-RAM sample {sample / 1e6:.1f} MB")
+        if kind == "tg":
+            bpt = ((folder / "tokengrams.table").stat().st_size + store.n_tokens * 2) / store.n_tokens
+            print(f"\ntokengrams: 1 table, {bpt:.3f} bytes/token on disk with the store's 2")
+        else:
+            idx = NgramIndex(store, folder, check_tokens=False)
+            disk = idx.disk_bytes()
+            bpt = (disk + store.n_tokens * 2) / store.n_tokens
+            sample = sum(f.stat().st_size for f in folder.glob("*.sample"))
+            print(f"\n{kind}: {len(idx.shards)} shards, {bpt:.3f} bytes/token on disk with the store's 2, "
+                  f"in-RAM sample {sample / 1e6:.1f} MB")
         for key in results[kind][0]:
             vals = [x[key] for x in results[kind]]
             summary[(kind, key)] = statistics.median(vals)
             print(f"  {key:12s} min {min(vals):10.3f}  median {statistics.median(vals):10.3f}  max {max(vals):10.3f}")
         summary[(kind, "bpt")] = bpt
-    try:
-        import tokengrams  # noqa: F401
-        print("\ntokengrams is installed but not wired into this benchmark yet (see benchmarks/ngram.py)")
-    except ImportError:
-        print("\ntokengrams: not installed, skipped")
     if "v3" in builds:
         n = store.n_tokens
         part_tokens = memory // 24
@@ -292,6 +367,10 @@ def main() -> None:
         ratios = {f"ngram_scale_v3_{k}_vs_v2": builds["v3"][k] / builds["v2"][k] for k in ("build_s", "peak_rss")}
         ratios.update({f"ngram_scale_v3_{k}_vs_v2": [a[k] / b[k] for a, b in zip(results["v3"], results["v2"]) if b[k]]
                        for k in ("warm_p50_us", "cold_p50_ms", "pages_p50")})
+        if "tg" in builds:
+            ratios.update({f"ngram_scale_v3_{k}_vs_tokengrams": builds["v3"][k] / builds["tg"][k] for k in ("build_s", "peak_rss")})
+            ratios.update({f"ngram_scale_v3_{k}_vs_tokengrams": [a[k] / b[k] for a, b in zip(results["v3"], results["tg"]) if b[k]]
+                           for k in ("warm_p50_us", "cold_p50_ms")})
         print(json.dumps({"ratios": ratios}))
 
 

@@ -371,7 +371,10 @@ def main() -> None:
             ratios.update({f"ngram_scale_v3_{k}_vs_tokengrams": builds["v3"][k] / builds["tg"][k] for k in ("build_s", "peak_rss")})
             ratios.update({f"ngram_scale_v3_{k}_vs_tokengrams": [a[k] / b[k] for a, b in zip(results["v3"], results["tg"]) if b[k]]
                            for k in ("warm_p50_us", "cold_p50_ms")})
-        print(json.dumps({"ratios": ratios}))
+        ratios["ngram_scale_count_many_vs_loop_speed"] = [x["batch_x_loop"] for x in results["v3"]]
+        targets = {"ngram_scale_v3_warm_p50_us_vs_v2": "<= 1.0", "ngram_scale_count_many_vs_loop_speed": ">= 20",
+                   "ngram_scale_v3_build_s_vs_tokengrams": "<= 1.0", "ngram_scale_v3_peak_rss_vs_tokengrams": "<= 1.0"}
+        print(json.dumps({"ratios": ratios, "targets": targets}))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ same-run, so they stay meaningful on a busy machine; the absolute figures in eac
     python benchmarks/run_all.py --quick --rounds 3               # small sizes, table to benchmarks/RESULTS.md
     python benchmarks/run_all.py --rounds 3 --out /tmp/full.md    # the issue's sizes (hours on 2 cores)
 
-The README's benchmark section is this table pasted in; logs of every run go to ``--logs``.
+With ``--readme README.md`` the table also replaces the text between the README's
+``<!-- run_all:begin -->`` and ``<!-- run_all:end -->`` lines (a test checks that the README holds exactly
+``benchmarks/RESULTS.md`` there); logs of every run go to ``--logs``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 
 # Arguments of --quick (small sizes) per benchmark; a benchmark not listed runs with its defaults.
 QUICK_ARGS = {
@@ -114,6 +117,21 @@ def table(results: dict[str, list[float]], targets: dict[str, str], header: list
     return "\n".join(lines) + "\n"
 
 
+def replace_section(readme: str, text: str) -> str:
+    """``readme`` with the lines between its BEGIN and END markers replaced by ``text``."""
+    head, sep, rest = readme.partition(BEGIN + "\n")
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise SystemExit(f"--readme: expected a line {BEGIN} and, after it, a line {END}")
+    return head + sep + text + sep2 + tail
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds over all benchmarks (default 3)")
@@ -122,6 +140,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="Markdown table written here (default benchmarks/RESULTS.md)")
     ap.add_argument("--logs", default=None, help="folder for each run's output (default: beside --out, NAME.logs)")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds one benchmark run may take")
+    ap.add_argument("--readme", help=f"also put the table into this file between {BEGIN} and {END}")
     args = ap.parse_args()
     if args.rounds < 1:
         raise SystemExit("--rounds: expected >= 1")
@@ -162,10 +181,11 @@ def main() -> int:
         f"{args.rounds} round(s), alternating order; each benchmark's baseline runs in the same process run as ours.",
     ]
     text = table(results, targets, header, notes)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    print(f"\n{text}\nwritten to {out}; logs in {log_dir}")
+    write_atomic(out, text)
+    if args.readme:
+        readme = Path(args.readme)
+        write_atomic(readme, replace_section(readme.read_text(encoding="utf-8"), text))
+    print(f"\n{text}\nwritten to {out}{f' and {args.readme}' if args.readme else ''}; logs in {log_dir}")
     return 0 if results else 1
 
 

@@ -52,23 +52,22 @@ class HubDataset:
     """what to run after the fetch; {prefix} is the joined store, {dir} the folder of its files"""
 
 
+def _preshuffled(repo_id: str, holds: str) -> HubDataset:
+    """A preshuffled repository: the trained rows as 21 uint16 shards, read with the pythia preset."""
+    return HubDataset(
+        repo_id=repo_id, holds=holds,
+        layout=Layout.PRESHUFFLED, tokens=TRAINED_ROWS * ROW_TOKENS, disk_bytes=TRAINED_ROWS * ROW_TOKENS * 2,
+        approx=True, files="document-000NN-of-00020.bin (21 shards) + document.idx", hashes=None,
+        preset="--preshuffled --preset pythia",
+        next_command="pile-index sample {prefix} --preshuffled --preset pythia --step 1000 --slot 0 --json",
+    )
+
+
 CATALOGUE: tuple[HubDataset, ...] = (
-    HubDataset(
-        repo_id="EleutherAI/pile-deduped-pythia-preshuffled",
-        holds="training rows of the -deduped models (deduplicated Pile, ~1.5 epochs), in training order",
-        layout=Layout.PRESHUFFLED, tokens=TRAINED_ROWS * ROW_TOKENS, disk_bytes=TRAINED_ROWS * ROW_TOKENS * 2,
-        approx=True, files="document-000NN-of-00020.bin (21 shards) + document.idx", hashes=None,
-        preset="--preshuffled --preset pythia",
-        next_command="pile-index sample {prefix} --preshuffled --preset pythia --step 1000 --slot 0 --json",
-    ),
-    HubDataset(
-        repo_id="EleutherAI/pile-standard-pythia-preshuffled",
-        holds="training rows of the standard models (the Pile, 1 epoch), in training order",
-        layout=Layout.PRESHUFFLED, tokens=TRAINED_ROWS * ROW_TOKENS, disk_bytes=TRAINED_ROWS * ROW_TOKENS * 2,
-        approx=True, files="document-000NN-of-00020.bin (21 shards) + document.idx", hashes=None,
-        preset="--preshuffled --preset pythia",
-        next_command="pile-index sample {prefix} --preshuffled --preset pythia --step 1000 --slot 0 --json",
-    ),
+    _preshuffled("EleutherAI/pile-deduped-pythia-preshuffled",
+                 "training rows of the -deduped models (deduplicated Pile, ~1.5 epochs), in training order"),
+    _preshuffled("EleutherAI/pile-standard-pythia-preshuffled",
+                 "training rows of the standard models (the Pile, 1 epoch), in training order"),
     HubDataset(
         repo_id="EleutherAI/pythia_deduped_pile_idxmaps",
         holds="the deduplicated Pile tokenized, one item per document, in GPT-NeoX's input order",

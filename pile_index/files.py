@@ -25,6 +25,7 @@ This module only names files; it imports nothing of the library, so every module
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 DIGEST_SUFFIX = ".sha256"
@@ -45,34 +46,22 @@ def _beside(prefix: str | os.PathLike, suffix: str) -> Path:
 # ------------------------------------------------------------------------------------------ beside a store
 
 
-def documents_path(prefix: str | os.PathLike) -> Path:
-    """``PREFIX.documents.parquet``: the store's documents table."""
-    return _beside(prefix, ".documents.parquet")
+def _named_beside(suffix: str, what: str) -> Callable[[str | os.PathLike], Path]:
+    """The function ``prefix -> PREFIX{suffix}`` that names one file beside a store."""
+
+    def path(prefix: str | os.PathLike) -> Path:
+        return _beside(prefix, suffix)
+
+    path.__doc__ = f"``PREFIX{suffix}``: {what}."
+    return path
 
 
-def stats_path(prefix: str | os.PathLike) -> Path:
-    """``PREFIX.stats.json``: the store's token statistics cache."""
-    return _beside(prefix, ".stats.json")
-
-
-def tokenizer_path(prefix: str | os.PathLike) -> Path:
-    """``PREFIX.tokenizer.json``: the tokenizer the store was written with, byte for byte."""
-    return _beside(prefix, ".tokenizer.json")
-
-
-def ingest_report_path(prefix: str | os.PathLike) -> Path:
-    """``PREFIX.ingest_report.json``: what the ingest job read, wrote and skipped."""
-    return _beside(prefix, ".ingest_report.json")
-
-
-def attach_report_path(prefix: str | os.PathLike) -> Path:
-    """``PREFIX.attach_report.json``: how attach matched the store's items to documents."""
-    return _beside(prefix, ".attach_report.json")
-
-
-def export_record_path(prefix: str | os.PathLike) -> Path:
-    """``PREFIX.export.json``: the record of a preshuffled export written to ``PREFIX.bin/.idx``."""
-    return _beside(prefix, ".export.json")
+documents_path = _named_beside(".documents.parquet", "the store's documents table")
+stats_path = _named_beside(".stats.json", "the store's token statistics cache")
+tokenizer_path = _named_beside(".tokenizer.json", "the tokenizer the store was written with, byte for byte")
+ingest_report_path = _named_beside(".ingest_report.json", "what the ingest job read, wrote and skipped")
+attach_report_path = _named_beside(".attach_report.json", "how attach matched the store's items to documents")
+export_record_path = _named_beside(".export.json", "the record of a preshuffled export written to ``PREFIX.bin/.idx``")
 
 
 def digest_path(path: str | os.PathLike) -> Path:

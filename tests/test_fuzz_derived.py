@@ -20,6 +20,7 @@ from pile_index.ngram import NgramIndex, build_index
 from pile_index.sql import documents_for
 from pile_index.verify import verify_corpus
 from test_verify import _rewrite_in_place, write_documents
+from tests.stores import random_store
 
 SA_MUTATIONS = 2000  # full runs (PILE_INDEX_FUZZ_FULL=1); a quarter by default: see the fuzz_count fixture
 STATS_MUTATIONS = 1200
@@ -107,9 +108,7 @@ def test_mutated_ngram_shards(tmp_path, fuzz_count):
 @pytest.mark.slow
 def test_mutated_stats_cache(tmp_path, fuzz_count):
     rng = np.random.default_rng(6)
-    docs = [rng.integers(0, 9, size=int(rng.integers(0, 30))).astype(np.uint16) for _ in range(20)]
-    write_indexed(tmp_path / "s", docs, np.uint16)
-    store = TokenStore(str(tmp_path / "s"))
+    store, docs = random_store(tmp_path / "s", rng, n_docs=20, vocab=9, max_len=30)
     truth = token_stats(store, use_cache=False)
     path = stats_path(store)
     pristine = path.read_bytes()
@@ -138,9 +137,7 @@ def test_mutated_stats_cache(tmp_path, fuzz_count):
 @pytest.mark.slow
 def test_mutated_documents_table(tmp_path, fuzz_count):
     rng = np.random.default_rng(8)
-    docs = [rng.integers(0, 50, size=int(rng.integers(0, 20))).astype(np.uint16) for _ in range(30)]
-    write_indexed(tmp_path / "s", docs, np.uint16)
-    store = TokenStore(str(tmp_path / "s"))
+    store, docs = random_store(tmp_path / "s", rng, n_docs=30, vocab=50, max_len=20)
     write_documents(store)
     path = store.documents_path()
     pristine = path.read_bytes()

@@ -18,9 +18,10 @@ import zstandard
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ingest.pipeline import IngestConfig, ingest
-from pile_index import PileIndexError, TokenStore, write_indexed
+from pile_index import PileIndexError, TokenStore
 from pile_index.errors import FormatError
 from pile_index.order import OrderConfig, index_map_paths, open_order
+from tests.stores import random_store
 
 MAP_MUTATIONS = 2000  # full runs; see the fuzz_count fixture
 JSONL_MUTATIONS = 1000
@@ -43,9 +44,7 @@ def _ref_row(tokens_of, doc_idx, sample_idx, shuffle_idx, k):
 @pytest.mark.slow
 def test_mutated_index_maps(tmp_path, fuzz_count):
     rng = np.random.default_rng(7)
-    docs = [rng.integers(0, 100, size=int(rng.integers(0, 40))).astype(np.uint16) for _ in range(40)]
-    write_indexed(tmp_path / "s", docs, np.uint16)
-    store = TokenStore(str(tmp_path / "s"))
+    store, docs = random_store(tmp_path / "s", rng, n_docs=40, vocab=100, max_len=40)
     total = sum(len(d) for d in docs)
     cfg = OrderConfig(seed=3, seq_length=8, num_samples=(2 * total - 1) // 8, batch_size=4)
     open_order(store, cfg, build=True)

@@ -49,6 +49,7 @@ from .. import files
 from ..atomic import atomic_path, write_bytes
 from ..sql.docstore import DocumentTable
 from ..errors import ConfigError, PileIndexError
+from ..fanout import fan_out, require_ray
 from ..jobs import claim_folder
 from ..order.export import input_ids_array
 from .schedule import before_steps, revision_step, treatment_steps
@@ -260,10 +261,11 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
 
     Every revision is resolved first; ``restart`` deletes parts left by an earlier build of ``out_dir``."""
     from .summary import effect_unavailable, overall_effect, plot, summarize
-    from ..progress import progress_bar
     from ..scorer.checkpoint import resolve_revisions
 
     cfg.validate()
+    if ray_address:
+        require_ray()
     plan = resolve_revisions(cfg.model, cfg.revisions, allow_download=cfg.allow_download)
     log.info("%s: %d of %d revisions here, %d to download", cfg.model, len(plan.present), len(cfg.revisions),
              len(plan.to_download))
@@ -294,34 +296,27 @@ def build_dataset(order, documents: DocumentTable | None, cfg: DatasetConfig, ou
     part_path = {t: files.dataset_part_path(parts, t[0], t[1]) for t in tasks}
     rec_path = {rev: files.dataset_checkpoint_record_path(parts, rev) for rev in cfg.revisions}
     todo = [t for t in tasks if not (part_path[t].is_file() and rec_path[t[0]].is_file())]
-    bar = progress_bar(total=len(tasks), initial=len(tasks) - len(todo), unit="part", desc="score",
-                       enabled=progress)
     args = (cfg.batch_rows, cfg.device, cfg.memorization_score, cfg.ban_eod, cfg.allow_download)
     finished = len(tasks) - len(todo)
 
-    def finish(t, cols, record):
+    def finish(k: int, result: tuple[dict[str, Any], dict]) -> None:
         nonlocal finished
-        rev, c0 = t
+        (rev, c0), (cols, record) = todo[k], result
         tbl = _part_table(np.arange(c0, min(n, c0 + cfg.chunk_rows)), rev, cols)
-        with atomic_path(part_path[t]) as tmp:
+        with atomic_path(part_path[todo[k]]) as tmp:
             pq.write_table(tbl, tmp)
         write_bytes(rec_path[rev], json.dumps(record, sort_keys=True).encode())
         finished += 1
-        bar.update(1)
 
     try:
-        if ray_address:
-            _run_on_ray(todo, rows, cfg, args, finish, ray_address, ray_num_cpus)
-        else:
-            for t in todo:
-                rev, c0 = t
-                cols, record = score_part(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args)
-                finish(t, cols, record)
+        # One GPU per Ray task when scoring on CUDA (Ray places tasks on the nodes that have them), else one CPU.
+        fan_out(score_part, [(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args) for rev, c0 in todo],
+                on_done=finish, ray_address=ray_address, ray_num_cpus=ray_num_cpus,
+                num_gpus=1 if cfg.device == "cuda" else 0, desc="score", unit="part", progress=progress,
+                done_before=len(tasks) - len(todo))
     except PileIndexError as e:
         raise _with_next_step(e, "resume", f"the dataset build stopped with {finished:,} of {len(tasks):,} parts "
                               f"finished, kept in {parts}: fix the cause and rerun to resume") from e
-    finally:
-        bar.close()
 
     ck_rows = []
     for rev in cfg.revisions:
@@ -379,33 +374,3 @@ def _with_duplicates(order, rows_tbl: pa.Table, ks: np.ndarray, rows: np.ndarray
                  len(ks))
     return rows_tbl.append_column("num_duplicates", pa.array(counts, pa.int64(), mask=~defined)), undefined
 
-
-def _run_on_ray(todo, rows, cfg, args, finish, address: str, num_cpus: int | None) -> None:
-    """Fan the parts out as Ray tasks; results are written by the driver as they arrive."""
-    try:
-        import ray
-    except ImportError as e:
-        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
-    started = False
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        started = True
-    try:
-        # One GPU per task when scoring on CUDA (Ray places tasks on the nodes that have them), else one CPU.
-        remote = ray.remote(num_gpus=1 if cfg.device == "cuda" else 0)(score_part)
-        pending = {}
-        for t in todo:
-            rev, c0 = t
-            ref = remote.remote(cfg.model, rev, rows[c0 : c0 + cfg.chunk_rows], *args)
-            pending[ref] = t
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                cols, record = ray.get(ref)
-                finish(pending.pop(ref), cols, record)
-    finally:
-        if started:
-            ray.shutdown()

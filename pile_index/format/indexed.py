@@ -204,6 +204,11 @@ class MMapIndex:
         return int(self.pointers[-1]) + int(self.sizes[-1]) * self.dtype.itemsize
 
 
+def _of_index(name: str) -> property:
+    """A read-only attribute of :class:`IndexedDataset` that is its index's attribute ``name``."""
+    return property(lambda self: getattr(self.index, name), doc=f"``index.{name}``, under GPT-NeoX's name")
+
+
 class IndexedDataset:
     """One ``PREFIX.bin/.idx`` pair, validated, with zero-copy read access to items.
 
@@ -230,22 +235,11 @@ class IndexedDataset:
             self.tokens = np.zeros(0, dtype=self.dtype)
         self._fingerprint: str | None = None
 
-    # Upstream names.
-    @property
-    def sizes(self) -> np.ndarray:
-        return self.index.sizes
-
-    @property
-    def pointers(self) -> np.ndarray:
-        return self.index.pointers
-
-    @property
-    def doc_idx(self) -> np.ndarray:
-        return self.index.doc_idx
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.index.dtype
+    # Upstream names: the index's arrays (np.ndarray) and dtype (np.dtype), read through.
+    sizes = _of_index("sizes")
+    pointers = _of_index("pointers")
+    doc_idx = _of_index("doc_idx")
+    dtype = _of_index("dtype")
 
     def __len__(self) -> int:
         return len(self.index)

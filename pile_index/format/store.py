@@ -60,6 +60,11 @@ class TokenStore:
             self.sizes = np.concatenate([np.asarray(p.sizes) for p in self.parts]).astype(np.int32)
         self._cum_tokens: np.ndarray | None = None
 
+    def __reduce__(self) -> tuple:
+        """A store pickles as its prefixes: a Ray worker (:mod:`pile_index.fanout`) reopens and checks the files
+        instead of receiving copies of the memmapped arrays."""
+        return (TokenStore, (self.prefixes,))
+
     @property
     def prefixes(self) -> list[str]:
         return [p.prefix for p in self.parts]

@@ -24,7 +24,6 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 from ..atomic import atomic_path, write_bytes
 from ..digests import sha256_array, sha256_file
 from ..errors import ConfigError, FormatError
+from ..fanout import fan_out, require_ray
 from ..files import ngram_build_dir, ngram_manifest_path, ngram_run_marker_path, ngram_run_path
 from ..format.store import TokenStore
 from ..sidecar import read_json
@@ -180,21 +180,15 @@ def _build_sharded(store: TokenStore, folder: Path, shard_tokens: int, progress:
         write_bytes(marker, json.dumps({**want, **digests}, indent=1).encode())
         log.info("ngram shard %d/%d%s: %s tokens", i + 1, len(shards), where, f"{spec.n_tokens:,}")
 
-    if ray_address:
-        _run_on_ray([(_build_shard_task, (store.prefixes, job[1], str(shard_path(folder, job[0]))), job)
-                     for job in todo], lambda job, d: done(job, d, " (ray)"), ray_address, ray_num_cpus)
-    else:
-        for job in _bar(todo, progress, "ngram shards", "shard"):
-            done(job, build_shard(store, job[1], shard_path(folder, job[0])))
+    where = " (ray)" if ray_address else ""
+    fan_out(build_shard, [(store, job[1], shard_path(folder, job[0])) for job in todo],
+            on_done=lambda k, d: done(todo[k], d, where), ray_address=ray_address, ray_num_cpus=ray_num_cpus,
+            desc="ngram shards", unit="shard", progress=progress, done_before=len(shards) - len(todo))
     for i, digests in built.items():
         entries[i].update(digests)
     return {"format_version": LEGACY_FORMAT_VERSION, "store_fingerprint": fp, "store_prefixes": store.prefixes,
             "n_items": len(store), "n_tokens": int(store.n_tokens), "dtype": str(store.dtype),
             "shard_tokens": int(shard_tokens), "shards": entries}
-
-
-def _build_shard_task(prefixes: list[str], spec: ShardSpec, path: str) -> dict[str, str]:
-    return build_shard(TokenStore(prefixes), spec, Path(path))
 
 
 def _bar(items: list, progress: bool, desc: str, unit: str) -> Any:
@@ -203,38 +197,6 @@ def _bar(items: list, progress: bool, desc: str, unit: str) -> Any:
     from ..progress import progress_bar
 
     return progress_bar(items, desc=desc, unit=unit)
-
-
-def _run_on_ray(jobs: list[tuple[Callable, tuple, Any]], on_done: Callable[[Any, Any], None], address: str,
-                num_cpus: int | None) -> None:
-    """Run ``fn(*args)`` for each job as a Ray task; ``on_done(key, result)`` in the driver as each ends (the
-    driver writes the markers, so a task killed midway leaves nothing marked)."""
-    if not jobs:
-        return
-    try:
-        import ray
-    except ImportError as e:
-        raise ConfigError("`ray` needs Ray: pip install 'pile-index[ray]'") from e
-    started = not ray.is_initialized()
-    if started:
-        if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    try:
-        remotes: dict[Callable, Any] = {}
-        pending = {}
-        for fn, args, key in jobs:
-            remote = remotes.setdefault(fn, ray.remote(fn))
-            pending[remote.remote(*args)] = key
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                result = ray.get(ref)  # re-raises a worker's error here
-                on_done(pending.pop(ref), result)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -383,11 +345,11 @@ class _ShardBuild:
                            self.spec, chunks, self.every, self.width, self.block_tokens)
 
 
-def _part_task(prefixes: list[str], spec: ShardSpec, lo: int, hi: int, path: str, rows: int) -> int:
+def _part_task(store: TokenStore, spec: ShardSpec, lo: int, hi: int, path: Path, rows: int) -> int:
     """A Ray task: one part's run file (the driver writes its marker)."""
-    raw = part_suffix_array(TokenStore(prefixes), spec, lo, hi)
-    Path(path).parent.mkdir(exist_ok=True)
-    return write_run(Path(path), chunks_of(raw, rows))
+    raw = part_suffix_array(store, spec, lo, hi)
+    path.parent.mkdir(exist_ok=True)
+    return write_run(path, chunks_of(raw, rows))
 
 
 def _build_bounded(store: TokenStore, folder: Path, memory: int, every: int, width: int, progress: bool,
@@ -411,10 +373,11 @@ def _build_bounded(store: TokenStore, folder: Path, memory: int, every: int, wid
             entries[i].update(digests)
             continue
         builds.append((i, _ShardBuild(store, folder, i, spec, want, memory, every, width, rss_limit), marker, want))
-    if ray_address:
-        jobs = [(_part_task, (store.prefixes, b.spec, *b.parts[leaf[0]], str(b.run_path(leaf)), b.buffer_rows),
-                 (b, leaf)) for _, b, _, _ in builds if len(b.parts) > 1 for leaf in b.leaves_to_build()]
-        _run_on_ray(jobs, lambda key, rows: key[0].mark_run(key[1]), ray_address, ray_num_cpus)
+    if ray_address:  # the parts as Ray tasks first; a local build sorts each part as its merge needs it
+        leaves = [(b, leaf) for _, b, _, _ in builds if len(b.parts) > 1 for leaf in b.leaves_to_build()]
+        fan_out(_part_task, [(store, b.spec, *b.parts[leaf[0]], b.run_path(leaf), b.buffer_rows) for b, leaf in leaves],
+                on_done=lambda k, rows: leaves[k][0].mark_run(leaves[k][1]), ray_address=ray_address,
+                ray_num_cpus=ray_num_cpus, desc="ngram parts", unit="part", progress=progress)
     for i, b, marker, want in _bar(builds, progress, "ngram shards", "shard"):
         t0 = time.perf_counter()
         log.info("ngram shard %d/%d: %s tokens in %d parts, merged %d runs at a time (%d passes)", i + 1,
@@ -462,6 +425,8 @@ def build_index(
     single-process build.
     """
     folder = Path(out_dir) if out_dir is not None else index_dir(store.prefix)
+    if ray_address:
+        require_ray()
     if shard_tokens is not None:
         if memory is not None:
             raise ConfigError("pass memory (format 3, bounded build) or shard_tokens (format 2), not both")

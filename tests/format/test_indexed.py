@@ -176,21 +176,15 @@ def test_truncated_idx(tmp_path):
         IndexedDataset(tmp_path / "c")
 
 
-def test_corrupt_pointer_and_size(tmp_path):
+@pytest.mark.parametrize("offset, value, needle", [
+    (34 + 12 + 8 * 2, struct.pack("<q", 12), r"pointers\[2\]: expected 16"),  # pointers[2]
+    (34 + 4, struct.pack("<i", -1), r"sizes\[1\]: expected >= 0, found -1"),  # sizes[1]
+    (34 + 36 + 8 * 3, struct.pack("<q", 99), r"doc_idx\[-1\]: expected <= len=3, found 99"),  # doc_idx[3]
+], ids=["pointer", "size", "doc_idx"])
+def test_corrupt_array_entry(tmp_path, offset, value, needle):
     idx, _ = _write(tmp_path)
-    _patch(idx, 34 + 12 + 8 * 2, struct.pack("<q", 12))  # pointers[2]
-    with pytest.raises(FormatError, match=r"pointers\[2\]: expected 16"):
-        IndexedDataset(tmp_path / "c")
-    idx, _ = _write(tmp_path)
-    _patch(idx, 34 + 4, struct.pack("<i", -1))  # sizes[1]
-    with pytest.raises(FormatError, match=r"sizes\[1\]: expected >= 0, found -1"):
-        IndexedDataset(tmp_path / "c")
-
-
-def test_corrupt_doc_idx(tmp_path):
-    idx, _ = _write(tmp_path)
-    _patch(idx, 34 + 36 + 8 * 3, struct.pack("<q", 99))  # doc_idx[3]
-    with pytest.raises(FormatError, match=r"doc_idx\[-1\]: expected <= len=3, found 99"):
+    _patch(idx, offset, value)
+    with pytest.raises(FormatError, match=needle):
         IndexedDataset(tmp_path / "c")
 
 

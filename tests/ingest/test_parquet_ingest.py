@@ -143,26 +143,28 @@ def test_null_and_non_string_text_are_counted_with_file_row(tmp_path, tok_path):
         run([p], tmp_path / "s", tok_path, strict=True)
 
 
-def test_invalid_utf8_in_a_row_is_counted(tmp_path, tok_path):
-    p = tmp_path / "in.parquet"
+def _invalid_utf8_rows() -> pa.Table:
     offsets = pa.py_buffer(pa.array([0, 4, 6, 8], pa.int32()).buffers()[1])
     texts = pa.Array.from_buffers(pa.string(), 3, [None, offsets, pa.py_buffer(b"fine\xff\xfeok")])  # row 2: not UTF-8
-    pq.write_table(pa.table({"text": texts, "meta": ['{"pile_set_name": "Enron Emails"}', "{}", "{}"]}), p)
-    res = run([p], tmp_path / "o", tok_path)
-    assert [(x["line"], x["reason"]) for x in res.report["problems"]["lines"]] == [(2, "invalid_utf8")]
-    t = docs_table(tmp_path / "o")
-    assert t.column("source_line").to_pylist() == [1, 3]
-    assert t.column("pile_set_name").to_pylist() == ["Enron Emails", None]
+    return pa.table({"text": texts, "meta": ['{"pile_set_name": "Enron Emails"}', "{}", "{}"]})
 
 
-def test_bad_meta_json_row_is_a_problem_row(tmp_path, tok_path):
+def _bad_meta_json_rows() -> pa.Table:
+    return pa.table({"text": ["a", "b", "c"], "meta": ['{"pile_set_name": "X"}', "{not json", None]})
+
+
+@pytest.mark.parametrize("rows, reason, column, kept", [
+    (_invalid_utf8_rows, "invalid_utf8", "pile_set_name", ["Enron Emails", None]),
+    (_bad_meta_json_rows, "malformed_json", "meta", ['{"pile_set_name":"X"}', None]),
+], ids=["invalid_utf8", "bad_meta_json"])
+def test_a_bad_row_is_a_counted_problem_row(tmp_path, tok_path, rows, reason, column, kept):
     p = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"text": ["a", "b", "c"], "meta": ['{"pile_set_name": "X"}', "{not json", None]}), p)
+    pq.write_table(rows(), p)
     res = run([p], tmp_path / "o", tok_path)
-    assert [(x["line"], x["reason"]) for x in res.report["problems"]["lines"]] == [(2, "malformed_json")]
+    assert [(x["line"], x["reason"]) for x in res.report["problems"]["lines"]] == [(2, reason)]
     t = docs_table(tmp_path / "o")
     assert t.column("source_line").to_pylist() == [1, 3]
-    assert t.column("meta").to_pylist() == ['{"pile_set_name":"X"}', None]
+    assert t.column(column).to_pylist() == kept
 
 
 def test_meta_of_a_type_that_is_not_json_is_refused_up_front(tmp_path, tok_path):

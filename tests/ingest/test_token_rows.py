@@ -12,8 +12,8 @@ import pytest
 
 from cli.main import main
 from pile_index.format import IndexedDataset
-from pile_index.order import OrderConfig, open_order
-from tests.stores import sized_store
+from pile_index.order import OrderConfig
+from tests.stores import ordered_store
 
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12]
 OPTS = ["--seed", "5", "--seq-length", "32", "--num-samples", "100", "--batch-size", "4"]
@@ -24,9 +24,7 @@ ROWS_PER_FILE = 40  # 10 steps a file, as the community layout has 1,000 steps a
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rows")
-    prefix = str(folder / "raw")
-    sized_store(prefix, SIZES)
-    order = open_order(prefix, CFG, build=True)
+    prefix, order = ordered_store(folder, SIZES, CFG)
     return folder, prefix, order.rows(np.arange(100))
 
 

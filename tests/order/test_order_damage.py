@@ -23,7 +23,7 @@ from pile_index.errors import FormatError
 from pile_index.format import IndexedDataset
 from pile_index.order import (OrderConfig, checked_marker_key, checked_marker_path, index_map_paths, inverse_paths,
                               load_index_mappings, open_order)
-from tests.stores import sized_store
+from tests.stores import ordered_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [40, 0, 1, 300, 7, 129, 64, 2, 90, 500, 33, 12, 0, 51]
@@ -36,10 +36,7 @@ HUGE = {"doc_idx": 2_000_000_000, "sample_idx": 2_000_000_000, "shuffle_idx": 4_
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("damage")
-    prefix = str(folder / "raw")
-    sized_store(prefix, SIZES)
-    order = open_order(prefix, CFG, build=True)
+    prefix, order = ordered_store(tmp_path_factory.mktemp("damage"), SIZES, CFG)
     assert order.epochs == 3
     return prefix
 

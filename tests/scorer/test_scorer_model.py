@@ -199,25 +199,20 @@ def test_config_forms_agree():
 # --------------------------------------------------------------------------------- key and shape checks
 
 
-def test_missing_key_is_named(tmp_path):
+@pytest.mark.parametrize("edit, needle", [
+    (lambda sd: sd.pop("gpt_neox.layers.1.mlp.dense_4h_to_h.bias"),
+     r"lacks gpt_neox\.layers\.1\.mlp\.dense_4h_to_h\.bias \(1 of"),
+    (lambda sd: sd.update({"gpt_neox.layers.2.mlp.dense_4h_to_h.bias": torch.zeros(64)}),
+     r"pytorch_model\.bin: unexpected key gpt_neox\.layers\.2\.mlp"),
+], ids=["missing", "unexpected"])
+def test_missing_or_unexpected_key_is_named(tmp_path, edit, needle):
     hf = make_hf_model()
     folder = tmp_path / "ckpt"
     write_bin(hf, folder)
     sd = torch.load(folder / "pytorch_model.bin", weights_only=True)
-    del sd["gpt_neox.layers.1.mlp.dense_4h_to_h.bias"]
+    edit(sd)
     torch.save(sd, folder / "pytorch_model.bin")
-    with pytest.raises(FormatError, match=r"lacks gpt_neox\.layers\.1\.mlp\.dense_4h_to_h\.bias \(1 of"):
-        load_model(resolve_checkpoint(str(folder)))
-
-
-def test_unexpected_key_is_named(tmp_path):
-    hf = make_hf_model()
-    folder = tmp_path / "ckpt"
-    write_bin(hf, folder)
-    sd = torch.load(folder / "pytorch_model.bin", weights_only=True)
-    sd["gpt_neox.layers.2.mlp.dense_4h_to_h.bias"] = torch.zeros(64)
-    torch.save(sd, folder / "pytorch_model.bin")
-    with pytest.raises(FormatError, match=r"pytorch_model\.bin: unexpected key gpt_neox\.layers\.2\.mlp"):
+    with pytest.raises(FormatError, match=needle):
         load_model(resolve_checkpoint(str(folder)))
 
 

@@ -19,6 +19,28 @@ from .output import add_json_flag, emit
 log = logging.getLogger(__name__)
 
 
+SELECTION_COUNTS = (
+    ("--rows", 64, "rows (uniform, ngram) or rows per source (stratified)"),
+    ("--cohort-steps", 1000, "steps per cohort"),
+    ("--batches-per-cohort", 2, "R: batches drawn per cohort"),
+    ("--rows-per-batch", 4, "S: rows drawn per drawn batch"),
+    ("--control-rows", 16, "never-trained rows added as the control group"),
+)
+"""The integer options of the row choice (``SelectionConfig``): flag, default, help."""
+
+JOB_COUNTS = (
+    ("--seed-rows", 0, "seed of the row choice"),
+    ("--chunk-rows", 64, "rows per scoring part (unit of resume and of Ray tasks)"),
+    ("--batch-rows", 8, "rows per forward pass"),
+)
+"""The integer options of the scoring job: flag, default, help."""
+
+
+def _add_counts(p: argparse.ArgumentParser, options: tuple[tuple[str, int, str], ...]) -> None:
+    for flag, value, text in options:
+        p.add_argument(flag, type=int, default=value, help=text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     ds = sub.add_parser("dataset", help="training rows x checkpoints x losses as Parquet, summaries and plots")
     dsub = ds.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
@@ -30,18 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or a folder with one sub-folder per revision; every revision is found before any is scored")
     p.add_argument("--revisions", default="pythia", help="'pythia' (154 checkpoints), 'pythia:MAX_STEP', or step0,step1000,...")
     p.add_argument("--select", choices=[s.value for s in Strategy], default="uniform", help="row choice rule")
-    p.add_argument("--rows", type=int, default=64, help="rows (uniform, ngram) or rows per source (stratified)")
-    p.add_argument("--cohort-steps", type=int, default=1000, help="steps per cohort")
-    p.add_argument("--batches-per-cohort", type=int, default=2, help="R: batches drawn per cohort")
-    p.add_argument("--rows-per-batch", type=int, default=4, help="S: rows drawn per drawn batch")
-    p.add_argument("--control-rows", type=int, default=16, help="never-trained rows added as the control group")
+    _add_counts(p, SELECTION_COUNTS)
     p.add_argument("--indices", help="explicit sample indices (.npy or one per line) for --select indices")
     p.add_argument("--ngram-text", help="--select ngram: rows holding this text (store tokenizer)")
     p.add_argument("--ngram-tokens", help="--select ngram: rows holding these comma-separated token ids")
     p.add_argument("--tokenizer", help="tokenizer for --ngram-text (default: PREFIX.tokenizer.json)")
-    p.add_argument("--seed-rows", type=int, default=0, help="seed of the row choice")
-    p.add_argument("--chunk-rows", type=int, default=64, help="rows per scoring part (unit of resume and of Ray tasks)")
-    p.add_argument("--batch-rows", type=int, default=8, help="rows per forward pass")
+    _add_counts(p, JOB_COUNTS)
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--no-memorization-score", action="store_true", help="skip greedy decoding (memorized is still computed)")
     p.add_argument("--ban-eod", action="store_true", help="forbid token 0 during greedy decoding (Biderman et al.'s quirk)")

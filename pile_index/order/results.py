@@ -26,12 +26,14 @@ class Span:
     doc_start: int
     doc_end: int
     sample_start: int
-    metadata: DocumentMeta | None = field(default=None, metadata=OMIT_NONE)
+    metadata: DocumentMeta | None = field(default=None, metadata={**OMIT_NONE, "description": "the document's row "
+                                                                  "of the documents table (null without one)"})
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One training row: its tokens, the document pieces it is made of (None when preshuffled) and its text."""
+    """One training row (``slot`` of step ``step``, sample ``step x batch size + slot``): its tokens, the document
+    pieces it is made of (None when preshuffled) and its text."""
 
     step: int
     slot: int
@@ -40,7 +42,8 @@ class Sample:
                                                    "batch size"})
     tokens: list[int]
     spans: list[Span] | None
-    text: str | None = field(default=None, metadata=OMIT_NONE)
+    text: str | None = field(default=None, metadata={**OMIT_NONE, "description": "the row decoded (null without a "
+                                                                                  "tokenizer or with text=false)"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,28 +1,18 @@
-"""Response models shared by several routers."""
+"""The one serialiser of typed answers: the core's dataclasses (``pile_index/*/results.py`` ...) are the
+routes' response models, and their JSON is written once, in pydantic's Rust encoder, without validating the
+core's answer again."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pydantic_core
 from fastapi import Response
-from pydantic import BaseModel
 
 
-class DocumentMeta(BaseModel):
-    """A document's row of the documents table, as the API shows it (``meta`` parsed, ``token_hash`` hex)."""
-
-    source_file: str | None = None
-    source_line: int | None = None
-    pile_set_name: str | None = None
-    meta: Any = None
-    n_tokens: int | None = None
-    n_bytes: int | None = None
-    token_hash: str | None = None
-
-
-def model_json(model: type[BaseModel], data: dict[str, Any]) -> Response:
-    """Validate ``data`` against ``model`` and serialise it in pydantic's Rust encoder.
-
-    For large token lists: FastAPI's default path re-encodes through ``json.dumps``, which measured ~300 us
-    for one 2,049-token row against ~125 us for validation plus ``model_dump_json``."""
-    return Response(content=model.model_validate(data).model_dump_json(), media_type="application/json")
+def json_response(result: Any) -> Response:
+    """``result`` (a dataclass of the core, or lists and dicts of them) as the response body: field order is
+    key order, as FastAPI would write the response model. (FastAPI's own path validates the answer against the
+    model and re-encodes it through ``json.dumps``: measured ~300 us for one 2,049-token row, against ~125 us
+    for validation plus the Rust encoder, which this skips.)"""
+    return Response(content=pydantic_core.to_json(result, inf_nan_mode="null"), media_type="application/json")

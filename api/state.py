@@ -6,6 +6,7 @@ starts (never at import) and closed by the lifespan. Routes reach them through t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,31 @@ import duckdb
 from pile_index import Corpus
 from pile_index.datasets import DatasetQuery
 from pile_index.errors import ConfigError, FormatError
+from pile_index.settings import BY_NAME
 from pile_index.sql import SqlSandboxes
 
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class SettingLimits(Mapping):
+    """The limits of the core's table as the service's settings hold them now (a live view: the corpus reads
+    each limit when it checks it)."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in BY_NAME:
+            raise KeyError(name)
+        return getattr(self._settings, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BY_NAME)
+
+    def __len__(self) -> int:
+        return len(BY_NAME)
 
 
 @dataclass
@@ -47,7 +68,10 @@ def open_state(settings: Settings) -> AppState:
         raise ConfigError("Settings.prefixes is empty; pass at least one PREFIX to `pile-index serve`")
     opts = settings.order_options()
     corpus = Corpus.open(settings.prefixes, order=opts.spec(), tokenizer=settings.tokenizer,
-                         preshuffled=opts.preshuffled, store_tokenizer=False)
+                         preshuffled=opts.preshuffled, store_tokenizer=False,
+                         limits=SettingLimits(settings),
+                         missing_tokenizer="the service has no tokenizer: start it with --tokenizer, or query with "
+                                           "tokens")
     state = AppState(settings=settings, corpus=corpus)
     try:
         _ = corpus.documents, corpus.tokenizer

@@ -10,13 +10,35 @@ from pathlib import Path
 
 from pile_index.datasets import (DatasetConfig, DatasetQuery, ReplayConfig, SelectionConfig, Strategy, build_dataset,
                                  parse_revisions, pythia_schedule, replay_training)
+from pile_index import Corpus
 from pile_index.errors import ConfigError, PileIndexError
-from pile_index.sql import documents_for
 
-from .order_options import add_order_options, open_order_from_args
+from .order_options import add_order_options, corpus_from_args
 from .output import add_json_flag, emit
 
 log = logging.getLogger(__name__)
+
+
+SELECTION_COUNTS = (
+    ("--rows", 64, "rows (uniform, ngram) or rows per source (stratified)"),
+    ("--cohort-steps", 1000, "steps per cohort"),
+    ("--batches-per-cohort", 2, "R: batches drawn per cohort"),
+    ("--rows-per-batch", 4, "S: rows drawn per drawn batch"),
+    ("--control-rows", 16, "never-trained rows added as the control group"),
+)
+"""The integer options of the row choice (``SelectionConfig``): flag, default, help."""
+
+JOB_COUNTS = (
+    ("--seed-rows", 0, "seed of the row choice"),
+    ("--chunk-rows", 64, "rows per scoring part (unit of resume and of Ray tasks)"),
+    ("--batch-rows", 8, "rows per forward pass"),
+)
+"""The integer options of the scoring job: flag, default, help."""
+
+
+def _add_counts(p: argparse.ArgumentParser, options: tuple[tuple[str, int, str], ...]) -> None:
+    for flag, value, text in options:
+        p.add_argument(flag, type=int, default=value, help=text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,18 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or a folder with one sub-folder per revision; every revision is found before any is scored")
     p.add_argument("--revisions", default="pythia", help="'pythia' (154 checkpoints), 'pythia:MAX_STEP', or step0,step1000,...")
     p.add_argument("--select", choices=[s.value for s in Strategy], default="uniform", help="row choice rule")
-    p.add_argument("--rows", type=int, default=64, help="rows (uniform, ngram) or rows per source (stratified)")
-    p.add_argument("--cohort-steps", type=int, default=1000, help="steps per cohort")
-    p.add_argument("--batches-per-cohort", type=int, default=2, help="R: batches drawn per cohort")
-    p.add_argument("--rows-per-batch", type=int, default=4, help="S: rows drawn per drawn batch")
-    p.add_argument("--control-rows", type=int, default=16, help="never-trained rows added as the control group")
+    _add_counts(p, SELECTION_COUNTS)
     p.add_argument("--indices", help="explicit sample indices (.npy or one per line) for --select indices")
     p.add_argument("--ngram-text", help="--select ngram: rows holding this text (store tokenizer)")
     p.add_argument("--ngram-tokens", help="--select ngram: rows holding these comma-separated token ids")
     p.add_argument("--tokenizer", help="tokenizer for --ngram-text (default: PREFIX.tokenizer.json)")
-    p.add_argument("--seed-rows", type=int, default=0, help="seed of the row choice")
-    p.add_argument("--chunk-rows", type=int, default=64, help="rows per scoring part (unit of resume and of Ray tasks)")
-    p.add_argument("--batch-rows", type=int, default=8, help="rows per forward pass")
+    _add_counts(p, JOB_COUNTS)
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--no-memorization-score", action="store_true", help="skip greedy decoding (memorized is still computed)")
     p.add_argument("--ban-eod", action="store_true", help="forbid token 0 during greedy decoding (Biderman et al.'s quirk)")
@@ -81,26 +97,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_replay)
 
 
-def _ngram_rows(args, order):
+def _ngram_rows(args, corpus: Corpus):
     """For --select ngram: the trained rows that hold the whole n-gram (from the store's n-gram index)."""
     if args.select != "ngram":
         return None
     if not (args.ngram_text or args.ngram_tokens):
         raise ConfigError("--select ngram needs --ngram-text or --ngram-tokens")
-    from pile_index.ngram import NgramIndex, occurrence_rows, query_tokens
-    from pile_index.sql import tokenizer_for
+    from pile_index.ngram import occurrence_rows
 
     def rows():
-        tok = tokenizer_for(order.store, args.tokenizer) if args.ngram_text else None
-        pattern = query_tokens(tokens=args.ngram_tokens, text=args.ngram_text, tokenizer=tok)
-        pairs = occurrence_rows(NgramIndex(order.store), order, pattern)
+        pattern = corpus.query(args.ngram_tokens, args.ngram_text)
+        pairs = occurrence_rows(corpus.ngram, corpus.order, pattern)
         return pairs["sample_index"][pairs["in_row"] & pairs["trained"]]
 
     return rows
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    order = open_order_from_args(args, args.prefix)
+    # the n-gram of --select ngram is as long as given (no max_tokens_per_query / max_text_chars)
+    with corpus_from_args(args, max_tokens_per_query=None, max_text_chars=None) as corpus:
+        return _build(args, corpus)
+
+
+def _build(args: argparse.Namespace, corpus: Corpus) -> int:
+    order = corpus.order
     sel = SelectionConfig(
         strategy=Strategy(args.select), rows=args.rows, cohort_steps=args.cohort_steps,
         batches_per_cohort=args.batches_per_cohort, rows_per_batch=args.rows_per_batch,
@@ -112,8 +132,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         ban_eod=args.ban_eod, allow_download=not args.offline, duplicates=args.duplicates,
     )
     try:
-        res = build_dataset(order, documents_for(order.store), cfg, args.out, ray_address=args.ray,
-                            ray_num_cpus=args.ray_cpus, progress=not args.json, ngram_rows=_ngram_rows(args, order),
+        res = build_dataset(order, corpus.documents, cfg, args.out, ray_address=args.ray,
+                            ray_num_cpus=args.ray_cpus, progress=not args.json, ngram_rows=_ngram_rows(args, corpus),
                             restart=args.restart)
     except PileIndexError as e:
         step = getattr(e, "next_step", None)
@@ -158,9 +178,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    with corpus_from_args(args) as corpus:
+        return _replay(args, corpus)
+
+
+def _replay(args: argparse.Namespace, corpus: Corpus) -> int:
     from pile_index.format import token_stats
 
-    order = open_order_from_args(args, args.prefix)
+    order = corpus.order
     vocab = args.vocab_size or int(token_stats(order.store)["max_token"] or 0) + 1
     cfg = ReplayConfig(
         steps=args.steps, checkpoint_steps=pythia_schedule(args.steps), lr=args.lr, seed=args.seed_model,

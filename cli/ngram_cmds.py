@@ -6,23 +6,21 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import ExitStack
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
 
 from ingest.attach import MIN_MATCH_FRACTION
 from pile_index.errors import ConfigError
-from pile_index.format import TokenStore
-from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, default_memory, locate_page, query_tokens
+from pile_index.ngram import DEFAULT_SHARD_TOKENS, NgramIndex, build_index, default_memory
 from pile_index.ngram.build import peak_rss_bytes
 from pile_index.ngram.layout import DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_TOKENS
 from pile_index.ngram.trace import DEFAULT_MIN_TOKENS, DEFAULT_OCCURRENCES
 from pile_index.settings import default
-from pile_index.sql import documents_for, tokenizer_for
 
-from .order_options import add_order_options, corpus_from_args, open_order_from_args
-from .output import add_json_flag, emit
+from .order_options import add_order_options, corpus_from_args
+from .output import add_json_flag, emit, first
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +146,6 @@ def add_max_occurrences(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"{what} (default {default('max_occurrences'):,}, the setting max_occurrences)")
 
 
-def _query(args: argparse.Namespace, store: TokenStore) -> np.ndarray:
-    tok = tokenizer_for(store, args.tokenizer) if args.text is not None else None
-    return query_tokens(tokens=args.tokens, text=args.text, tokenizer=tok,
-                        max_tokens=default("max_tokens_per_query"), max_text_chars=default("max_text_chars"))
-
-
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -168,16 +160,17 @@ def _bytes_arg(text: str) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    store = TokenStore(args.prefix)
     if args.shard_tokens is not None and args.memory is not None:
         raise ConfigError("pass --memory (one large shard per .bin, format 3) or --shard-tokens (the old layout), "
                           "not both")
-    memory = None if args.shard_tokens is not None else (args.memory or default_memory())
-    folder = build_index(store, shard_tokens=args.shard_tokens, progress=not (args.no_progress or args.json),
-                         ray_address=args.ray, ray_num_cpus=args.ray_cpus, memory=memory,
-                         sample_every=args.sample_every, sample_tokens=args.sample_tokens)
-    idx = NgramIndex(store, folder)
-    size = idx.disk_bytes()
+    with corpus_from_args(args, order=False) as corpus:
+        store = corpus.store
+        memory = None if args.shard_tokens is not None else (args.memory or default_memory())
+        folder = build_index(store, shard_tokens=args.shard_tokens, progress=not (args.no_progress or args.json),
+                             ray_address=args.ray, ray_num_cpus=args.ray_cpus, memory=memory,
+                             sample_every=args.sample_every, sample_tokens=args.sample_tokens)
+        idx = NgramIndex(store, folder)
+        size = idx.disk_bytes()
     n = max(store.n_tokens, 1)
     emit({"index": str(folder), "format_version": idx.format_version, "memory": memory,
           "peak_rss_bytes": peak_rss_bytes(), "shards": len(idx.shards), "tokens": store.n_tokens, "index_bytes": size,
@@ -187,20 +180,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    store = TokenStore(args.prefix)
-    if args.file is None:
-        ids = _query(args, store)
-        emit({"count": NgramIndex(store).count(ids), "tokens": ids.tolist()}, args.json)
-        return 0
-    from pile_index.ngram.batch import has_text_lines, read_queries_file
-
-    tok = tokenizer_for(store, args.tokenizer) if has_text_lines(args.file) else None
-    queries = read_queries_file(args.file, tokenizer=tok, max_tokens=default("max_tokens_per_query"),
-                                max_text_chars=default("max_text_chars"), max_queries=default("max_queries_per_request"))
-    counts = NgramIndex(store).count_many(queries)
+    with corpus_from_args(args, order=False) as corpus:
+        if args.file is None:
+            emit(first(corpus.count(args.tokens, args.text), "count"), args.json)
+            return 0
+        counts = corpus.count_file(args.file)
     out = sys.stdout
-    for q, c in zip(queries, counts.tolist()):  # JSON lines, one per query, in the file's order
-        out.write(json.dumps({"count": c, "tokens": q.tolist()}) + "\n")
+    for c in counts.counts:  # JSON lines, one per query, in the file's order
+        out.write(json.dumps({"count": c.count, "tokens": c.tokens}) + "\n")
     return 0
 
 
@@ -209,46 +196,30 @@ def _has_order_options(args: argparse.Namespace) -> bool:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from pile_index import Corpus
-    from pile_index.ngram.trace import trace
-
-    if not 0 <= args.occurrences <= default("max_locate_page"):
-        raise LimitError(f"--occurrences {args.occurrences:,}: expected 0..{default('max_locate_page'):,} "
-                         f"(max_locate_page)", "max_locate_page")
-    with (corpus_from_args(args, args.prefix) if _has_order_options(args) else Corpus.open(args.prefix)) as corpus:
-        ids = _query(args, corpus.store)
-        tok = tokenizer_for(corpus.store, args.tokenizer)  # decodes each span's text when the store has one
-        out = trace(corpus.ngram, ids, order=corpus.order if corpus.has_order else None,
-                    documents=corpus.documents, tokenizer=tok, min_tokens=args.min_tokens, max_count=args.max_count,
-                    occurrences=args.occurrences, max_occurrences=args.max_occurrences)
+    with corpus_from_args(args, order=_has_order_options(args)) as corpus:
+        out = corpus.trace(args.tokens, args.text, min_tokens=args.min_tokens, max_count=args.max_count,
+                           occurrences=args.occurrences)
     if args.json:
         emit(out, True)
         return 0
-    print(f"{out['n_tokens']:,} tokens: {out['maximal_spans']:,} maximal spans, {len(out['spans']):,} kept "
-          f"({out['dropped_short']:,} shorter than {out['min_tokens']}, {out['dropped_frequent']:,} over max_count)")
-    for sp in out["spans"]:
-        steps = f" steps {sp['first_step']}..{sp['last_step']}" if sp["steps_computed"] else ""
-        what = repr(sp["text"]) if sp["text"] is not None else ",".join(map(str, sp["tokens"]))
-        print(f"[{sp['start']}:{sp['end']}) count {sp['count']:,}{steps}: {what[:120]}")
+    print(f"{out.n_tokens:,} tokens: {out.maximal_spans:,} maximal spans, {len(out.spans):,} kept "
+          f"({out.dropped_short:,} shorter than {out.min_tokens}, {out.dropped_frequent:,} over max_count)")
+    for sp in out.spans:
+        steps = f" steps {sp.first_step}..{sp.last_step}" if sp.steps_computed else ""
+        what = repr(sp.text) if sp.text is not None else ",".join(map(str, sp.tokens))
+        print(f"[{sp.start}:{sp.end}) count {sp.count:,}{steps}: {what[:120]}")
     return 0
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
-    store = TokenStore(args.prefix)
-    ids = _query(args, store)
-    emit(locate_page(NgramIndex(store), ids, args.offset, args.limit), args.json)
+    with corpus_from_args(args, order=False) as corpus:
+        emit(first(corpus.locate(args.tokens, args.text, args.offset, args.limit), "count"), args.json)
     return 0
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
-    from pile_index.ngram import ngram_steps
-
-    with corpus_from_args(args, args.prefix) as corpus:  # one store for the query, the order and the index
-        ids = _query(args, corpus.store)
-        order = corpus.order
-        out = ngram_steps(corpus.ngram, order, ids, documents=corpus.documents,
-                          bucket_steps=args.bucket_steps, max_occurrences=args.max_occurrences)
-    emit(out, args.json)
+    with corpus_from_args(args) as corpus:  # one store for the query, the order and the index
+        emit(corpus.steps(args.tokens, args.text, args.bucket_steps), args.json)
     return 0
 
 
@@ -268,24 +239,26 @@ SQL_TABLE_FLAGS = {"row_pieces": "--steps A:B and the order options",
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        return _sql(args, stack)
+
+
+def _sql(args: argparse.Namespace, stack: ExitStack) -> int:
     from pile_index.ngram import occurrences_table
     from pile_index.sql import exposed_files, row_pieces_table, run_sql
 
-    prefixes = [args.prefix, *args.part]
     extra: dict[str, Any] = {}  # built by run_sql once the SQL passed its checks
     if args.steps or args.ngram_tokens or args.ngram_text:
-        order = open_order_from_args(args, prefixes)
+        corpus = stack.enter_context(corpus_from_args(args, [args.prefix, *args.part]))
+        order = corpus.order
         if args.steps:
             lo, hi = parse_step_range(args.steps)
-            extra["row_pieces"] = lambda: row_pieces_table(order, lo, hi, args.bucket_steps, default("max_view_rows"))
+            extra["row_pieces"] = lambda: row_pieces_table(order, lo, hi, args.bucket_steps,
+                                                           corpus.limit("max_view_rows"))
         if args.ngram_tokens or args.ngram_text:
-            store = TokenStore(prefixes)
-            tok = tokenizer_for(store, args.tokenizer) if args.ngram_text else None
-            ids = query_tokens(tokens=args.ngram_tokens, text=args.ngram_text, tokenizer=tok,
-                               max_tokens=default("max_tokens_per_query"),
-                               max_text_chars=default("max_text_chars"))
-            extra["ngram_occurrences"] = lambda: occurrences_table(NgramIndex(store), order, ids, args.bucket_steps,
-                                                                   args.max_occurrences)
+            ids = corpus.query(args.ngram_tokens, args.ngram_text)
+            extra["ngram_occurrences"] = lambda: occurrences_table(corpus.ngram, order, ids, args.bucket_steps,
+                                                                   corpus.limit("max_occurrences"))
     tables = {}
     for spec in args.table:
         name, sep, path = spec.partition("=")

@@ -8,14 +8,20 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
+from typing import Any
 
 from pile_index import Corpus
-from pile_index.format import TokenStore
-from pile_index.order import MAX_EPOCHS, Order, OrderConfig, OrderOptions, open_order
+from pile_index.order import OrderConfig, OrderOptions
+from pile_index.settings import SETTINGS
+
+from .output import add_json_flag
 
 _TYPES = {"int | None": int, "str | None": str}
+
+PREFIX_HELP = "PREFIX of PREFIX.bin/.idx (several = one store, e.g. shards in order)"
 
 
 def flag_of(name: str) -> str:
@@ -56,17 +62,27 @@ def order_config_from_args(args: argparse.Namespace, n_items: int | None = None)
     return order_options_from_args(args).config(n_items)
 
 
-def open_order_from_args(args: argparse.Namespace, prefixes: str | Sequence[str], build: bool = False,
-                         progress: bool = False, max_epochs: int | None = MAX_EPOCHS) -> Order:
-    """Open PREFIX (one or several parts) in the training order the options name."""
-    opts = order_options_from_args(args)
-    store = TokenStore(prefixes)
-    return open_order(store, opts.config(len(store)), preshuffled=opts.preshuffled, build=build,
-                      progress=progress, max_epochs=max_epochs)
+@contextmanager
+def order_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help: str,
+                  prefix_help: str = PREFIX_HELP, **kwargs: Any) -> Iterator[argparse.ArgumentParser]:
+    """The sub-command ``name`` of a command that reads a store in training order: PREFIX (one or several
+    parts), the ``with`` block's own options, then the order options and ``--json``; ``func`` runs it."""
+    p = sub.add_parser(name, help=help, **kwargs)
+    p.add_argument("prefix", nargs="+", help=prefix_help)
+    yield p
+    add_order_options(p)
+    add_json_flag(p)
+    p.set_defaults(func=func)
 
 
-def corpus_from_args(args: argparse.Namespace, prefixes: str | Sequence[str]) -> Corpus:
-    """A :class:`Corpus` over PREFIX (one or several parts) whose order the options name; the options are
-    read when the order is first used (a preshuffled store's row count stands in for --num-samples)."""
+def corpus_from_args(args: argparse.Namespace, prefixes: str | Sequence[str] | None = None, *, order: bool = True,
+                     **limits: int | float | None) -> Corpus:
+    """A :class:`Corpus` over PREFIX (``prefixes``, default the command's ``prefix``) whose order the options
+    name (read when the order is first used; a preshuffled store's row count stands in for --num-samples;
+    ``order=False``: none), with the tokenizer of ``--tokenizer`` (else PREFIX.tokenizer.json) and the limits
+    of the command's setting flags (``--max-occurrences`` is max_occurrences) and ``limits`` (None: no bound)."""
     opts = order_options_from_args(args)
-    return Corpus.open(prefixes, order=opts.spec(), preshuffled=opts.preshuffled)
+    given = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name, None) is not None}
+    return Corpus.open(args.prefix if prefixes is None else prefixes, order=opts.spec() if order else None,
+                       tokenizer=getattr(args, "tokenizer", None) or None, preshuffled=opts.preshuffled,
+                       limits={**given, **limits})

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 import numpy as np
 
 
 def to_jsonable(obj: Any) -> Any:
-    """numpy scalars and arrays to plain Python, recursively (at the output edge: json cannot encode numpy types)."""
+    """The core's typed answers (dataclasses: their fields in order, as ``dataclasses.asdict``, less the
+    ``omit_none`` fields that are None) and numpy scalars and arrays to plain Python, recursively (at the output
+    edge: json cannot encode numpy types)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(v) for f in fields(obj)
+                if not ((v := getattr(obj, f.name)) is None and f.metadata.get("omit_none"))}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -23,7 +29,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def emit(obj: Any, as_json: bool) -> None:
-    """Print ``obj`` as JSON (``--json``) or as ``key: value`` lines."""
+    """Print ``obj`` (a typed answer, or a dict) as JSON (``--json``) or as ``key: value`` lines."""
     obj = to_jsonable(obj)
     if as_json:
         json.dump(obj, sys.stdout, ensure_ascii=False)
@@ -38,6 +44,13 @@ def emit(obj: Any, as_json: bool) -> None:
             print(f"{k}: {v}")
     else:
         print(obj)
+
+
+def first(result: Any, *names: str) -> dict[str, Any]:
+    """A typed answer as a dict with the fields ``names`` first (the CLI's key order where it predates the
+    API's: ``ngram count`` and ``locate`` print ``count`` before ``tokens``)."""
+    rec = to_jsonable(result)
+    return {**{k: rec[k] for k in names}, **rec}
 
 
 def add_json_flag(parser) -> None:

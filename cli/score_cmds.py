@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import pyarrow.parquet as pq
 
-from cli.order_options import add_order_options, open_order_from_args
+from cli.order_options import add_order_options, corpus_from_args
 from cli.output import add_json_flag, emit
 from pile_index.errors import ConfigError
 from pile_index.scorer import ScoreOptions, score_to_parquet
@@ -82,7 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     if not args.out.endswith(".parquet"):
         raise ConfigError(f"--out {args.out!r}: expected a .parquet file name")
-    order = open_order_from_args(args, args.prefix)
+    with corpus_from_args(args) as corpus:
+        return _score(args, corpus.order)
+
+
+def _score(args: argparse.Namespace, order) -> int:
     bs = order.batch_size
     s0, s1 = parse_range(args.steps, "steps")
     j0, j1 = parse_range(args.slots, "slots", bs) if args.slots else (0, bs)

@@ -8,11 +8,9 @@ import math
 import re
 
 from pile_index.errors import ConfigError
-from pile_index.format import TokenStore, corpus_info
 from pile_index.settings import SETTINGS
-from pile_index.sql import document_view, documents_for, tokenizer_for
 
-from .order_options import add_order_options, order_options_from_args
+from .order_options import add_order_options, corpus_from_args, order_options_from_args
 from .output import add_json_flag, emit
 
 log = logging.getLogger(__name__)
@@ -50,20 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    store = TokenStore(args.prefix)
-    info = corpus_info(store, scan=not args.no_scan, progress=not args.json)
-    info["has_documents_table"] = store.documents_path().is_file()
-    emit(info, args.json)
+    with corpus_from_args(args, order=False) as corpus:
+        emit(corpus.store_info(scan=not args.no_scan, progress=not args.json), args.json)
     return 0
 
 
 def cmd_doc(args: argparse.Namespace) -> int:
-    store = TokenStore(args.prefix)
-    view = document_view(
-        store, args.doc_id, offset=args.offset, limit=args.limit,
-        documents=documents_for(store), tokenizer=tokenizer_for(store, args.tokenizer),
-    )
-    emit(view, args.json)
+    with corpus_from_args(args, order=False, max_document_tokens=None) as corpus:  # the whole document by default
+        emit(corpus.document(args.doc_id, offset=args.offset, limit=args.limit), args.json)
     return 0
 
 

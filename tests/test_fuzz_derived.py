@@ -9,6 +9,7 @@ README's guarantees (``pytest -s``)."""
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -124,7 +125,7 @@ def test_mutated_stats_cache(tmp_path, fuzz_count):
             j = int(rng.integers(0, len(data)))
             data[j] ^= int(rng.integers(1, 256))
         _rewrite_in_place(path, bytes(data))
-        info = corpus_info(store, scan=False)
+        info = asdict(corpus_info(store, scan=False))
         got = {k: info[k] for k in truth}
         assert got in (truth, {k: None for k in truth}), got  # the true figures, or none: never edited ones
         outcomes["recomputed" if got != truth else "intact"] += 1

@@ -61,7 +61,7 @@ def raw(tmp_path_factory):
 
 def test_doc_steps_refuses_before_expanding(raw, capsys, monkeypatch):
     order = open_order(raw, CFG)
-    n = len(order.doc_steps(9)["occurrences"])
+    n = len(order.doc_steps(9).occurrences)
     assert n > 3
     with pytest.raises(LimitError, match=f"document 9 sits in {n} rows; max_occurrences=3") as e:
         order.doc_steps(9, max_occurrences=3)
@@ -93,7 +93,7 @@ def test_locate_page_limit_checked_once_in_the_core(raw, capsys):
     build_index(store, progress=False)
     idx = NgramIndex(store)
     ids = np.asarray(open_order(raw, CFG).store[0][:1], dtype=np.int64)
-    assert locate_page(idx, ids)["limit"] == 100
+    assert locate_page(idx, ids).limit == 100
     with pytest.raises(LimitError, match="max_locate_page=5") as e:
         locate_page(idx, ids, limit=6, max_locate_page=5)
     assert e.value.setting == "max_locate_page"

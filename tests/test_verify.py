@@ -189,7 +189,7 @@ def test_an_edited_stats_cache_is_not_reported(corpus):
     assert field in text
     forged = text.replace(field, field[:-1] + str((int(field[-1]) + 1) % 10))  # one digit: same size
     _rewrite_in_place(path, forged.encode())
-    assert corpus_info(store, scan=False)["eod_count"] is None  # never the edited number ...
+    assert corpus_info(store, scan=False).eod_count is None  # never the edited number ...
     assert cli_main(["info", store.prefix, "--json"]) == 0  # ... and a scan recomputes it
     assert token_stats(store) == truth
 

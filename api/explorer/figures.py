@@ -77,7 +77,7 @@ def sql(request: Request, query: str, *, steps: str | None = None, ngram_tokens:
 
 
 def corpus(request: Request) -> dict[str, Any]:
-    return answer(corpus_routes.get_corpus(corpus_of(request), state_of(request)))
+    return answer(corpus_routes.get_corpus(corpus_of(request)))
 
 
 def sources(request: Request) -> list[dict[str, Any]]:
@@ -96,7 +96,7 @@ def sources(request: Request) -> list[dict[str, Any]]:
 
 
 def order(request: Request) -> dict[str, Any]:
-    return answer(order_routes.get_order(corpus_of(request), state_of(request)))
+    return answer(order_routes.get_order(corpus_of(request)))
 
 
 def chart_steps(request: Request, info: dict[str, Any]) -> tuple[int, int]:
@@ -174,14 +174,14 @@ def dataset_rows(request: Request, sample_index: int) -> list[dict[str, Any]]:
 
 
 def document(request: Request, doc_id: int, offset: int, limit: int) -> dict[str, Any]:
-    return answer(document_routes.get_document(corpus_of(request), settings_of(request), doc_id, offset=offset,
+    return answer(document_routes.get_document(corpus_of(request), doc_id, offset=offset,
                                                limit=limit))
 
 
 def document_steps(request: Request, doc_id: int) -> tuple[dict[str, Any] | None, str | None]:
     """``/v1/documents/{doc_id}/steps``, or None and the reason the service cannot answer it."""
     try:
-        return answer(sample_routes.get_document_steps(corpus_of(request), settings_of(request), doc_id)), None
+        return answer(sample_routes.get_document_steps(corpus_of(request), doc_id)), None
     except PileIndexError as e:  # a preshuffled store, missing inverse files, max_occurrences: said on the page
         return None, str(e)
 
@@ -192,14 +192,14 @@ def document_steps(request: Request, doc_id: int) -> tuple[dict[str, Any] | None
 def ngram(request: Request, tokens: str | None, text: str | None, offset: int, limit: int) -> dict[str, Any]:
     """Count, steps summary, one page of occurrences with context and their rows, for one n-gram."""
     corpus, settings = corpus_of(request), settings_of(request)
-    count = answer(ngram_routes.get_count(corpus, settings, tokens=tokens, text=text))
+    count = answer(ngram_routes.get_count(corpus, tokens=tokens, text=text))
     ids = count["tokens"]
     steps, steps_note = None, None
     try:
-        steps = answer(ngram_routes.get_steps(corpus, settings, tokens=tokens, text=text, bucket_steps=None))
+        steps = answer(ngram_routes.get_steps(corpus, tokens=tokens, text=text, bucket_steps=None))
     except PileIndexError as e:  # no training order, or max_occurrences: the count still shows
         steps_note = str(e)
-    page = answer(ngram_routes.get_locate(corpus, settings, tokens=tokens, text=text, offset=offset, limit=limit))
+    page = answer(ngram_routes.get_locate(corpus, tokens=tokens, text=text, offset=offset, limit=limit))
     rows_by_occ: dict[tuple[int, int], list[dict[str, Any]]] = {}
     if steps is not None and page["occurrences"]:
         pairs = occurrence_rows(corpus.ngram, corpus.order, np.asarray(ids, dtype=np.int64),
@@ -228,8 +228,8 @@ def ngram(request: Request, tokens: str | None, text: str | None, offset: int, l
 def trace(request: Request, text: str | None, tokens: str | None, min_tokens: int) -> dict[str, Any]:
     """``/v1/ngrams/trace`` of a passage, plus the passage cut into segments at every span boundary (each
     segment's text and the spans covering it), for highlighting."""
-    corpus, settings = corpus_of(request), settings_of(request)
-    res = answer(ngram_routes.get_trace(corpus, settings, tokens=tokens, text=text, min_tokens=min_tokens,
+    corpus = corpus_of(request)
+    res = answer(ngram_routes.get_trace(corpus, tokens=tokens, text=text, min_tokens=min_tokens,
                                         max_count=None, occurrences=1))
     ids, spans = res["tokens"], res["spans"]
     cuts = sorted({0, len(ids), *(s["start"] for s in spans), *(s["end"] for s in spans)})

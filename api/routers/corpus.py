@@ -4,31 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from pile_index.format import corpus_info
+from pile_index.corpus import CorpusInfo
 
-from ..deps import CorpusDep, SettingsDep, StateDep
+from ..deps import CorpusDep, SettingsDep
+from ..schemas import json_response
 
 router = APIRouter(prefix="/v1", tags=["corpus"])
-
-
-class CorpusInfo(BaseModel):
-    prefixes: list[str]
-    items: int
-    documents: int
-    tokens: int
-    dtype: str
-    flavor: list[str]
-    fingerprint: str
-    min_token: int | None
-    max_token: int | None
-    eod_count: int | None
-    empty_items: int
-    largest_item_tokens: int
-    has_documents_table: bool
-    has_tokenizer: bool
 
 
 class SettingValue(BaseModel):
@@ -38,14 +22,9 @@ class SettingValue(BaseModel):
 
 
 @router.get("/corpus", response_model=CorpusInfo, summary="Counts and token facts of the served store")
-def get_corpus(corpus: CorpusDep, state: StateDep) -> CorpusInfo:
-    info = state.cache.get("corpus_info")
-    if info is None:
-        # Token statistics come from the stats cache (`pile-index info` writes it); never a full scan per request.
-        info = corpus_info(corpus.store, scan=False)
-        state.cache["corpus_info"] = info
-    return CorpusInfo(**info, has_documents_table=corpus.documents is not None,
-                      has_tokenizer=corpus.tokenizer is not None)
+def get_corpus(corpus: CorpusDep) -> Response:
+    # Token statistics come from the stats cache (`pile-index info` writes it); never a full scan per request.
+    return json_response(corpus.info())
 
 
 @router.get("/settings", response_model=list[SettingValue], summary="The service's named limits and options")

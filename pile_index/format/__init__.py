@@ -9,12 +9,12 @@ and the tokenizer.
 
 from .indexed import (DTYPES, IndexedDataset, IndexedDatasetWriter, MMapIndex, best_fitting_dtype, code_of,
                       index_file_path, strip_prefix, write_index, write_indexed)
-from .stats import corpus_info, stats_path, token_stats
+from .stats import StoreInfo, corpus_info, stats_path, token_stats
 from .store import TokenStore
 from .tokenizer import EOD_TOKEN, TokenizerFile, eod_id, load_tokenizer, read_tokenizer
 
 __all__ = [
-    "DTYPES", "EOD_TOKEN", "IndexedDataset", "IndexedDatasetWriter", "MMapIndex", "TokenStore", "TokenizerFile",
+    "DTYPES", "EOD_TOKEN", "IndexedDataset", "IndexedDatasetWriter", "MMapIndex", "StoreInfo", "TokenStore", "TokenizerFile",
     "best_fitting_dtype", "code_of", "corpus_info", "eod_id", "index_file_path", "load_tokenizer",
     "read_tokenizer", "stats_path", "strip_prefix", "token_stats", "write_index", "write_indexed",
 ]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,22 +134,39 @@ def token_stats(store: TokenStore, progress: bool = False, use_cache: bool = Tru
     return result
 
 
-def corpus_info(store: TokenStore, scan: bool = True, progress: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """``pile-index info``: a store's counts from its headers, its token statistics (None when not scanned and
+    not cached) and whether a documents table lies beside it."""
+
+    prefixes: list[str]
+    items: int
+    documents: int
+    tokens: int
+    dtype: str
+    flavor: list[str]
+    fingerprint: str
+    min_token: int | None
+    max_token: int | None
+    eod_count: int | None
+    empty_items: int
+    largest_item_tokens: int
+    has_documents_table: bool
+
+
+def corpus_info(store: TokenStore, scan: bool = True, progress: bool = False) -> StoreInfo:
     """Counts from the headers, plus token statistics when ``scan`` (or when cached)."""
-    info: dict[str, Any] = {
-        "prefixes": store.prefixes,
-        "items": len(store),
-        "documents": sum(max(p.index.doc_count - 1, 0) for p in store.parts),
-        "tokens": store.n_tokens,
-        "dtype": str(store.dtype),
-        "flavor": sorted({p.index.flavor for p in store.parts}),
-        "fingerprint": store.fingerprint(),
-    }
     if scan:
-        info.update(token_stats(store, progress=progress))
+        stats = token_stats(store, progress=progress)
     else:
-        info.update(cached_token_stats(store) or {"min_token": None, "max_token": None, "eod_count": None})
+        stats = cached_token_stats(store) or {"min_token": None, "max_token": None, "eod_count": None}
     sizes = np.asarray(store.sizes)
-    info["empty_items"] = int(np.count_nonzero(sizes == 0)) if sizes.size else 0
-    info["largest_item_tokens"] = int(sizes.max()) if sizes.size else 0
-    return info
+    return StoreInfo(
+        prefixes=list(store.prefixes), items=len(store),
+        documents=sum(max(p.index.doc_count - 1, 0) for p in store.parts), tokens=int(store.n_tokens),
+        dtype=str(store.dtype), flavor=sorted({p.index.flavor for p in store.parts}), fingerprint=store.fingerprint(),
+        min_token=stats["min_token"], max_token=stats["max_token"], eod_count=stats["eod_count"],
+        empty_items=int(np.count_nonzero(sizes == 0)) if sizes.size else 0,
+        largest_item_tokens=int(sizes.max()) if sizes.size else 0,
+        has_documents_table=store.documents_path().is_file(),
+    )

@@ -38,6 +38,7 @@ from .layout import (DEFAULT_SHARD_TOKENS, DIGEST_KEYS, FORMAT_VERSION, LEGACY_F
                      mapped_tokens, plan_shards, read_manifest, sample_rows, shard_path, tokens_digest)
 from .search import (BAD_POINTER, UNSORTED, _cmp, _range, _range_positions,  # noqa: F401 - stable entry points
                      _range_positions_sampled, _range_sampled, sa_at)
+from .results import NgramTrace
 from .suffix_array import suffix_array  # noqa: F401
 
 _PROBE = np.zeros(1, dtype=np.int64)  # a pattern of the type every query pattern has (fresh int64, 1-D, C)
@@ -297,7 +298,7 @@ class NgramIndex:
 
         return count_many(self, queries)
 
-    def trace(self, ids: Sequence[int] | np.ndarray, **options: Any) -> dict[str, Any]:
+    def trace(self, ids: Sequence[int] | np.ndarray, **options: Any) -> NgramTrace:
         """The maximal spans of ``ids`` that occur in the index, with counts (options: see :func:`.trace.trace`)."""
         from .trace import trace
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..errors import LimitError, QueryError
 from ..settings import default
 from .index import NgramIndex
+from .results import NgramLocate, Occurrence
 
 DEFAULT_PAGE = 100
 """Occurrences per page when the caller gives no limit (or max_locate_page, when that is smaller)."""
 
 
 def locate_page(index: NgramIndex, ids: np.ndarray, offset: int = 0, limit: int | None = None,
-                max_locate_page: int | None = None) -> dict[str, Any]:
+                max_locate_page: int | None = None) -> NgramLocate:
     """Occurrences ``offset`` .. ``offset + limit - 1`` (index order) of ``ids`` as (doc_id, offset), with the
     total count and the next page's offset (None on the last page). LimitError ``max_locate_page`` when
     ``limit`` is above it (default: the setting's default)."""
@@ -28,6 +27,6 @@ def locate_page(index: NgramIndex, ids: np.ndarray, offset: int = 0, limit: int 
     count = index.count(ids)
     doc, off = index.locate(ids, offset=offset, limit=limit)
     nxt = offset + int(doc.size)
-    return {"count": count, "tokens": ids.tolist(), "offset": offset, "limit": limit,
-            "occurrences": [{"doc_id": int(d), "offset": int(o)} for d, o in zip(doc, off)],
-            "next_offset": nxt if nxt < count else None}
+    return NgramLocate(tokens=ids.tolist(), count=count, offset=offset, limit=limit,
+                       occurrences=[Occurrence(doc_id=int(d), offset=int(o)) for d, o in zip(doc, off)],
+                       next_offset=nxt if nxt < count else None)

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, LimitError
 from .index import NgramIndex
+from .results import NgramSteps
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
@@ -134,7 +135,7 @@ def ngram_steps(
     documents: Any = None,
     bucket_steps: int | None = None,
     max_occurrences: int | None = None,
-) -> dict[str, Any]:
+) -> NgramSteps:
     """Summary of when training saw ``tokens``: counts, first/last step, histogram, by_source."""
     pairs = occurrence_rows(index, order, tokens, max_occurrences)
     width = _bucket_steps(order, bucket_steps)
@@ -143,28 +144,28 @@ def ngram_steps(
     steps = pairs["step"][seen]
     n_buckets = -(-train_steps // width)
     hist = np.bincount(steps // width, minlength=n_buckets)[:n_buckets] if n_buckets else np.zeros(0, np.int64)
-    out: dict[str, Any] = {
-        "tokens": [int(t) for t in np.asarray(tokens).reshape(-1)],
-        "count": int(pairs["n_occurrences"]),
-        "count_in_rows": int(seen.sum()),
-        "count_split_by_row_boundary": int((pairs["split"] & pairs["trained"]).sum()),
-        "count_in_untrained_rows": int((pairs["in_row"] & ~pairs["trained"]).sum()),
-        "documents_seen": int(np.unique(pairs["doc_id"][seen]).size),
-        "first_step": int(steps.min()) if steps.size else None,
-        "last_step": int(steps.max()) if steps.size else None,
-        "train_steps": train_steps,
-        "batch_size": int(order.batch_size),
-        "bucket_steps": width,
-        "histogram": [int(x) for x in hist],
-        "by_source": {},
-        "by_source_available": documents is not None,
-    }
+    by_source: dict[str, int] = {}
     names = source_names(documents, pairs["doc_id"][seen])
     if names is not None and names.size:
         keys = np.array(["(unknown)" if x is None else str(x) for x in names], dtype=object)
         uniq, counts = np.unique(keys, return_counts=True)
-        out["by_source"] = {str(k): int(c) for k, c in sorted(zip(uniq, counts), key=lambda kv: (-kv[1], kv[0]))}
-    return out
+        by_source = {str(k): int(c) for k, c in sorted(zip(uniq, counts), key=lambda kv: (-kv[1], kv[0]))}
+    return NgramSteps(
+        tokens=[int(t) for t in np.asarray(tokens).reshape(-1)],
+        count=int(pairs["n_occurrences"]),
+        count_in_rows=int(seen.sum()),
+        count_split_by_row_boundary=int((pairs["split"] & pairs["trained"]).sum()),
+        count_in_untrained_rows=int((pairs["in_row"] & ~pairs["trained"]).sum()),
+        documents_seen=int(np.unique(pairs["doc_id"][seen]).size),
+        first_step=int(steps.min()) if steps.size else None,
+        last_step=int(steps.max()) if steps.size else None,
+        train_steps=train_steps,
+        batch_size=int(order.batch_size),
+        bucket_steps=width,
+        histogram=[int(x) for x in hist],
+        by_source=by_source,
+        by_source_available=documents is not None,
+    )
 
 
 def occurrences_table(

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError, LimitError, QueryError
 from .index import NgramIndex
+from .results import NgramTrace, TraceOccurrence, TraceSpan
 from .steps import occurrence_rows, source_names
 
 DEFAULT_MIN_TOKENS = 8  # OLMoTrace's shortest span
@@ -85,12 +86,17 @@ def trace(
     max_count: int | None = None,
     occurrences: int = DEFAULT_OCCURRENCES,
     max_occurrences: int | None = None,
-) -> dict[str, Any]:
+    max_locate_page: int | None = None,
+) -> NgramTrace:
     """The passage ``ids`` traced to the index: its maximal occurring spans, filtered and described.
 
     ``order``: a training order (first/last step of each span; None: no steps). ``documents``: the documents
     table (pile_set_name of each occurrence). ``tokenizer``: decodes each span's text. ``max_occurrences``:
-    a span with more occurrences gets no steps (``steps_computed`` false) rather than expanding them all."""
+    a span with more occurrences gets no steps (``steps_computed`` false) rather than expanding them all.
+    LimitError ``max_locate_page`` (None: no bound) when ``occurrences`` is above it, before any count."""
+    if max_locate_page is not None and occurrences > max_locate_page:
+        raise LimitError(f"occurrences={occurrences:,} exceeds max_locate_page={int(max_locate_page):,}",
+                         "max_locate_page")
     pat = np.asarray(ids, dtype=np.int64).reshape(-1)
     if pat.size == 0:
         raise QueryError("the passage has no tokens; pass at least one token")
@@ -107,39 +113,31 @@ def trace(
             if b - a >= min_tokens and (max_count is None or c <= max_count)]
     spans = [_describe(index, pat, a, b, c, order, documents, tokenizer, occurrences, max_occurrences)
              for a, b, c in kept]
-    return {
-        "tokens": pat.tolist(),
-        "n_tokens": int(pat.size),
-        "min_tokens": int(min_tokens),
-        "max_count": max_count,
-        "occurrences_per_span": int(occurrences),
-        "maximal_spans": len(found),
-        "dropped_short": short,
-        "dropped_frequent": frequent,
-        "spans": spans,
-    }
+    return NgramTrace(tokens=pat.tolist(), n_tokens=int(pat.size), min_tokens=int(min_tokens), max_count=max_count,
+                      occurrences_per_span=int(occurrences), maximal_spans=len(found), dropped_short=short,
+                      dropped_frequent=frequent, spans=spans)
 
 
 def _describe(index: NgramIndex, pat: np.ndarray, a: int, b: int, count: int, order: Any, documents: Any,
-              tokenizer: Any, k: int, max_occurrences: int | None) -> dict[str, Any]:
+              tokenizer: Any, k: int, max_occurrences: int | None) -> TraceSpan:
     span = pat[a:b]
     doc, off = index.locate(span, 0, k)
     names = source_names(documents, doc)
-    occ = [{"doc_id": int(d), "offset": int(o), "pile_set_name": None if names is None else names[j]}
+    occ = [TraceOccurrence(doc_id=int(d), offset=int(o), pile_set_name=None if names is None else names[j])
            for j, (d, o) in enumerate(zip(doc.tolist(), off.tolist()))]
-    out: dict[str, Any] = {
-        "start": a, "end": b, "length": b - a, "tokens": span.tolist(),
-        "text": tokenizer.decode(span.tolist()) if tokenizer is not None else None,
-        "count": int(count), "occurrences": occ,
-        "first_step": None, "last_step": None, "count_in_rows": None, "steps_computed": False,
-    }
+    first = last = in_rows = None
+    computed = False
     if order is not None:
         try:
             pairs = occurrence_rows(index, order, span, max_occurrences)
         except LimitError:
-            return out  # steps_computed stays false: more occurrences than max_occurrences
-        steps = pairs["step"][pairs["in_row"] & pairs["trained"]]
-        out.update(first_step=int(steps.min()) if steps.size else None,
-                   last_step=int(steps.max()) if steps.size else None,
-                   count_in_rows=int(steps.size), steps_computed=True)
-    return out
+            pairs = None  # steps_computed stays false: more occurrences than max_occurrences
+        if pairs is not None:
+            steps = pairs["step"][pairs["in_row"] & pairs["trained"]]
+            first = int(steps.min()) if steps.size else None
+            last = int(steps.max()) if steps.size else None
+            in_rows, computed = int(steps.size), True
+    return TraceSpan(start=a, end=b, length=b - a, tokens=span.tolist(),
+                     text=tokenizer.decode(span.tolist()) if tokenizer is not None else None, count=int(count),
+                     occurrences=occ, first_step=first, last_step=last, count_in_rows=in_rows,
+                     steps_computed=computed)

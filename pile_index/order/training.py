@@ -29,7 +29,6 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numba
 import numpy as np
@@ -43,6 +42,8 @@ from ..atomic import save_npy
 from ..digests import ensure_digests
 from ..sql.documents import public_metadata
 from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
+from .results import (BatchInfo, DocSteps, FirstRepeat, Mismatch, OrderStats, OrderVerify, RowOccurrence, Sample,
+                      Span)
 from .index_maps import (
     MAX_EPOCHS,
     IndexMaps,
@@ -743,7 +744,7 @@ class TrainingOrder(_OrderBase):
         _doc_rows_kernel(*args, out["doc_id"], out["sample_index"], out["doc_start"], out["doc_end"], True)
         return out
 
-    def doc_steps(self, doc_id: int, max_occurrences: int | None = None) -> dict[str, Any]:
+    def doc_steps(self, doc_id: int, max_occurrences: int | None = None) -> DocSteps:
         """Every trained row (sample index < train_steps * batch_size) holding tokens of ``doc_id``; at most
         ``max_occurrences`` of them (None: no bound; LimitError before they are expanded)."""
         r = self.doc_rows(np.array([int(doc_id)], dtype=np.int64), limit=self.trained_samples,
@@ -753,14 +754,14 @@ class TrainingOrder(_OrderBase):
         for i in order:
             k = int(r["sample_index"][i])
             step, slot = self.step_slot(k)
-            occ.append({"step": step, "slot": slot, "sample_index": k,
-                        "doc_start": int(r["doc_start"][i]), "doc_end": int(r["doc_end"][i])})
-        return {"doc_id": int(doc_id), "occurrences": occ,
-                "first_step": occ[0]["step"] if occ else None, "last_step": occ[-1]["step"] if occ else None}
+            occ.append(RowOccurrence(step=step, slot=slot, sample_index=k, doc_start=int(r["doc_start"][i]),
+                                     doc_end=int(r["doc_end"][i])))
+        return DocSteps(doc_id=int(doc_id), occurrences=occ, first_step=occ[0].step if occ else None,
+                        last_step=occ[-1].step if occ else None)
 
     # -- facts
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> OrderStats:
         """Epochs, sample counts, documents seen 0 / 1 / 2+ times within the trained rows (a document
         occurrence is seen when a trained row holds any of its tokens), and the first repeated document."""
         positions, _ = self._load_inverse()
@@ -783,23 +784,14 @@ class TrainingOrder(_OrderBase):
         if int(best_doc) >= 0:
             k = int(best_k)
             step, slot = self.step_slot(k)
-            repeat = {"step": step, "slot": slot, "sample_index": k,
-                      "doc_id": int(best_doc)}
-        return {
-            "epochs": self.epochs,
-            "tokens_per_epoch": self.maps.tokens_per_epoch,
-            "documents": self.n_docs,
-            "documents_empty": n_empty,
-            "seq_length": self.seq_length,
-            "samples_total": s,
-            "samples_usable": self.num_samples,
-            "batch_size": self.batch_size,
-            "train_steps": self.train_steps,
-            "trained_samples": self.trained_samples,
-            "documents_seen": {"0": int(hist[0]), "1": int(hist[1]),
-                               "2+": int(hist[2:].sum())},
-            "first_repeat": repeat,
-        }
+            repeat = FirstRepeat(step=step, slot=slot, sample_index=k, doc_id=int(best_doc))
+        return OrderStats(
+            epochs=int(self.epochs), tokens_per_epoch=int(self.maps.tokens_per_epoch), documents=int(self.n_docs),
+            documents_empty=n_empty, seq_length=int(self.seq_length), samples_total=int(s),
+            samples_usable=int(self.num_samples), batch_size=int(self.batch_size), train_steps=int(self.train_steps),
+            trained_samples=int(self.trained_samples),
+            documents_seen={"0": int(hist[0]), "1": int(hist[1]), "2+": int(hist[2:].sum())}, first_repeat=repeat,
+        )
 
 
 class PreshuffledOrder(_OrderBase):
@@ -878,39 +870,44 @@ def open_order(prefixes: str | os.PathLike | Sequence[str | os.PathLike], cfg: O
 # ----------------------------------------------------------------------------------------------- records
 
 
-def describe_sample(order: Order, step: int, slot: int, tokenizer=None, documents=None) -> dict[str, Any]:
-    """The public record of one row: step, slot, sample_index, tokens, spans (None when preshuffled),
-    ``text`` with a tokenizer, and per-span ``metadata`` (the documents-table row, as ``/v1/documents`` shows
-    it) with a documents table."""
+def describe_sample(order: Order, step: int, slot: int, tokenizer=None, documents=None) -> Sample:
+    """One row: step, slot, sample_index, tokens, spans (None when preshuffled), ``text`` with a tokenizer,
+    and per-span ``metadata`` (the documents-table row, as ``/v1/documents`` shows it) with a documents table."""
     k = order.sample_index(step, slot)
-    tokens = order.row(k)
-    spans = order.spans(k)
-    if spans is not None and documents is not None:
-        rows = documents.rows(sorted({s["doc_id"] for s in spans}))
-        for s in spans:
-            s["metadata"] = public_metadata(rows.get(s["doc_id"]))
-    record: dict[str, Any] = {"step": int(step), "slot": int(slot), "sample_index": k,
-                              "trained": bool(order.trained(k)), "tokens": tokens.tolist(), "spans": spans}
-    if tokenizer is not None:
-        record["text"] = tokenizer.decode(record["tokens"], skip_special_tokens=False)
-    return record
+    tokens = order.row(k).tolist()
+    pieces = order.spans(k)
+    spans = None
+    if pieces is not None:
+        rows = documents.rows(sorted({p["doc_id"] for p in pieces})) if documents is not None else {}
+        spans = [Span(**p, metadata=public_metadata(rows.get(p["doc_id"]))) for p in pieces]
+    text = tokenizer.decode(tokens, skip_special_tokens=False) if tokenizer is not None else None
+    return Sample(step=int(step), slot=int(slot), sample_index=k, trained=bool(order.trained(k)), tokens=tokens,
+                  spans=spans, text=text)
 
 
-def describe_batch(order: Order, step: int, to_step: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Rows of steps step..to_step (inclusive) and their public record: step, to_step, first_sample_index,
-    rows, seq_length, train_steps, ``trained`` (one bool per step of the range: whether training read that
-    step's rows; rows of one step share it) and ``trained_rows`` (the first that many rows are trained)."""
+def describe_batch(order: Order, step: int, to_step: int | None = None,
+                   max_rows: int | None = None) -> tuple[np.ndarray, BatchInfo]:
+    """Rows of steps step..to_step (inclusive) and what they are: step, to_step, first_sample_index, rows,
+    seq_length, train_steps, ``trained`` (one bool per step of the range: whether training read that step's
+    rows; rows of one step share it) and ``trained_rows`` (the first that many rows are trained). LimitError
+    ``max_rows_per_request`` before any row is read when the range holds more than ``max_rows`` rows (None: no
+    bound)."""
     to_step = int(step) if to_step is None else int(to_step)
+    if max_rows is not None:
+        n_rows = (to_step - int(step) + 1) * int(order.batch_size)
+        if n_rows > max_rows:
+            raise LimitError(f"steps {int(step):,}..{to_step:,} are {n_rows:,} rows; max_rows_per_request="
+                             f"{int(max_rows):,}. Ask for fewer steps per request", "max_rows_per_request")
     rows = order.batch(step, to_step)
     trained = order.trained(order.sample_index(np.arange(int(step), to_step + 1, dtype=np.int64), 0))
-    record = {"step": int(step), "to_step": to_step, "first_sample_index": order.sample_index(step, 0),
-              "rows": int(rows.shape[0]), "seq_length": int(order.seq_length), "train_steps": int(order.train_steps),
-              "trained": [bool(x) for x in trained], "trained_rows": int(trained.sum()) * int(order.batch_size)}
-    return rows, record
+    info = BatchInfo(step=int(step), to_step=to_step, first_sample_index=order.sample_index(step, 0),
+                     rows=int(rows.shape[0]), seq_length=int(order.seq_length), train_steps=int(order.train_steps),
+                     trained=[bool(x) for x in trained], trained_rows=int(trained.sum()) * int(order.batch_size))
+    return rows, info
 
 
 def verify_orders(raw: TrainingOrder, pre: PreshuffledOrder, start: int = 0, stop: int | None = None,
-                  chunk: int = 1024, progress: bool = False) -> dict[str, Any]:
+                  chunk: int = 1024, progress: bool = False) -> OrderVerify:
     """Compare rows [start, stop) of a preshuffled store with raw + index maps; report the first mismatch."""
     if raw.seq_length != pre.seq_length:
         raise ConfigError(f"seq_length differs: raw {raw.seq_length:,}, preshuffled {pre.seq_length:,}")
@@ -934,8 +931,8 @@ def verify_orders(raw: TrainingOrder, pre: PreshuffledOrder, start: int = 0, sto
             r, col = (int(x) for x in np.argwhere(diff)[0])
             kk = k + r
             step, slot = raw.step_slot(kk)
-            mismatch = {"sample_index": kk, "step": step, "slot": slot,
-                        "position": col, "expected": int(a[r, col]), "found": int(b[r, col])}
+            mismatch = Mismatch(sample_index=kk, step=step, slot=slot, position=col, expected=int(a[r, col]),
+                                found=int(b[r, col]))
             k = kk + 1
             break
         k = k1
@@ -943,4 +940,4 @@ def verify_orders(raw: TrainingOrder, pre: PreshuffledOrder, start: int = 0, sto
             bar.update(k1 - ks[0])
     if bar is not None:
         bar.close()
-    return {"start": start, "stop": stop, "checked": k - start, "equal": mismatch is None, "first_mismatch": mismatch}
+    return OrderVerify(start=start, stop=stop, checked=k - start, equal=mismatch is None, first_mismatch=mismatch)

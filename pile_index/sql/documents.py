@@ -1,20 +1,22 @@
 """One document (item) as users see it: tokens, decoded text, metadata row.
 
 A store may carry its tokenizer beside it as ``PREFIX.tokenizer.json`` (ingest writes it), so text is
-available without naming the tokenizer again.
+available without naming the tokenizer again. :class:`Document` and :class:`DocumentMeta` are the typed answers
+the CLI (``pile-index doc``) and the API (``/v1/documents/{doc_id}``, each span of a sample) share.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from .docstore import DocumentTable
-from ..errors import NotFoundError, QueryError
+from ..errors import LimitError, NotFoundError, QueryError
 from ..files import tokenizer_path
 from ..format.store import TokenStore
 from ..format.tokenizer import load_tokenizer
@@ -39,11 +41,36 @@ def documents_for(store: TokenStore) -> DocumentTable | None:
     return DocumentTable(p, n_items=len(store)) if os.path.lexists(p) else None
 
 
-def public_metadata(row: dict[str, Any] | None) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class DocumentMeta:
+    """A document's row of the documents table as users see it (``meta`` parsed, ``token_hash`` as hex)."""
+
+    source_file: str | None = None
+    source_line: int | None = None
+    pile_set_name: str | None = None
+    meta: Any = None
+    n_tokens: int | None = None
+    n_bytes: int | None = None
+    token_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One page of a document (item): its tokens from ``offset``, their text and its metadata row."""
+
+    doc_id: int
+    n_tokens: int = field(metadata={"description": "tokens of the whole document"})
+    offset: int
+    tokens: list[int]
+    text: str | None = field(metadata={"description": "the page decoded (null without a tokenizer)"})
+    metadata: DocumentMeta | None = field(metadata={"description": "null without a documents table"})
+
+
+def public_metadata(row: dict[str, Any] | None) -> DocumentMeta | None:
     """A documents-table row for JSON: ``meta`` parsed, ``token_hash`` as 16 hex digits (JSON ints lose u64)."""
     if row is None:
         return None
-    out = {k: v for k, v in row.items() if k != "doc_id"}
+    out = {k: v for k, v in row.items() if k in _META_FIELDS}
     if out.get("meta") is not None:
         try:
             out["meta"] = json.loads(out["meta"])
@@ -51,7 +78,10 @@ def public_metadata(row: dict[str, Any] | None) -> dict[str, Any] | None:
             pass  # keep the raw string: it is what the input held
     if out.get("token_hash") is not None:
         out["token_hash"] = f"{int(out['token_hash']):016x}"
-    return out
+    return DocumentMeta(**out)
+
+
+_META_FIELDS = frozenset(DocumentMeta.__dataclass_fields__)
 
 
 def document_view(
@@ -61,8 +91,15 @@ def document_view(
     limit: int | None = None,
     documents: DocumentTable | None = None,
     tokenizer: Tokenizer | None = None,
-) -> dict[str, Any]:
-    """``{"doc_id", "n_tokens", "offset", "tokens", "text", "metadata"}`` for item ``doc_id``."""
+    max_tokens: int | None = None,
+) -> Document:
+    """Item ``doc_id`` from token ``offset``: ``limit`` tokens (None: up to ``max_tokens``, else all).
+    LimitError ``max_document_tokens`` when ``limit`` is above ``max_tokens`` (None: no bound)."""
+    if limit is not None and max_tokens is not None and limit > max_tokens:
+        raise LimitError(f"limit={limit:,} tokens exceeds max_document_tokens={max_tokens:,}; page with offset",
+                         "max_document_tokens")
+    if limit is None:
+        limit = max_tokens
     n = len(store)
     if not 0 <= doc_id < n:
         raise NotFoundError(f"doc_id {doc_id:,} does not exist; the store has doc_ids 0..{n - 1:,}")
@@ -77,4 +114,4 @@ def document_view(
     meta = None
     if documents is not None:
         meta = public_metadata(documents.rows([doc_id]).get(doc_id))
-    return {"doc_id": doc_id, "n_tokens": size, "offset": offset, "tokens": ids, "text": text, "metadata": meta}
+    return Document(doc_id=doc_id, n_tokens=size, offset=offset, tokens=ids, text=text, metadata=meta)

@@ -156,12 +156,12 @@ def test_every_integer_parameter_is_strict():
 
 
 def test_an_unexpected_fault_is_a_500_in_the_one_shape(client, monkeypatch):
-    import api.routers.documents as documents
+    from pile_index import Corpus
 
     def boom(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(documents, "document_view", boom)
+    monkeypatch.setattr(Corpus, "document", boom)  # the one core call of /v1/documents/{doc_id}
     with TestClient(client.app, raise_server_exceptions=False) as c:
         r = c.get("/v1/documents/0")
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,7 @@ def store_prefix(tmp_path):
 def test_token_stats_counts_eod(store_prefix):
     store = TokenStore(store_prefix)
     assert token_stats(store, use_cache=False) == {"min_token": 0, "max_token": 9, "eod_count": 3}
-    info = corpus_info(store, scan=False)  # served from the cache written above
+    info = asdict(corpus_info(store, scan=False))  # served from the cache written above
     assert info["eod_count"] == 3 and info["items"] == 3 and info["documents"] == 3 and info["empty_items"] == 1
 
 

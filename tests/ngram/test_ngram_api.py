@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -49,7 +51,7 @@ def test_steps_route_equals_library(raw):
     c, store, order = raw
     r = c.get("/v1/ngrams/steps", params={"tokens": "5,6", "bucket_steps": 1})
     assert r.status_code == 200
-    assert r.json() == ngram_steps(NgramIndex(store), order, [5, 6], bucket_steps=1)
+    assert r.json() == asdict(ngram_steps(NgramIndex(store), order, [5, 6], bucket_steps=1))
 
 
 @pytest.mark.parametrize("url,params,status,setting", [
@@ -93,7 +95,7 @@ def test_preshuffled_service(tmp_path):
 
 def test_sql_route_views(raw):
     c, store, order = raw
-    steps = ngram_steps(NgramIndex(store), order, [5, 6], bucket_steps=1)
+    steps = asdict(ngram_steps(NgramIndex(store), order, [5, 6], bucket_steps=1))
     r = c.get("/v1/sql", params={"sql": "SELECT step_start, occurrences FROM ngram_timeseries ORDER BY 1",
                                  "ngram_tokens": "5,6", "bucket_steps": 1})
     assert r.status_code == 200, r.json()
@@ -135,11 +137,11 @@ def test_trace_route_equals_library_and_steps(raw):
     r = c.post("/v1/ngrams/trace", json={"tokens": passage, "min_tokens": 1, "occurrences": 2})
     assert r.status_code == 200
     body = r.json()
-    lib = idx.trace(passage, order=order, min_tokens=1, occurrences=2, max_occurrences=6)
+    lib = asdict(idx.trace(passage, order=order, min_tokens=1, occurrences=2, max_occurrences=6))
     assert body == lib
     assert [(s["start"], s["end"]) for s in body["spans"]] == [(0, 3), (2, 5)]
     for s in body["spans"]:
-        st = ngram_steps(idx, order, s["tokens"])
+        st = asdict(ngram_steps(idx, order, s["tokens"]))
         assert s["steps_computed"] and (s["first_step"], s["last_step"], s["count_in_rows"]) == (
             st["first_step"], st["last_step"], st["count_in_rows"])
     got = c.get("/v1/ngrams/trace", params={"tokens": "5,6,7,7,5", "min_tokens": 1, "occurrences": 2}).json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -137,7 +139,7 @@ def test_trace_filters_counts_and_occurrences(corpus):
     docs, idx = corpus
     ids = [5, 3, 1, 2, 3, 1, 2, 3, 1, 2, 0, 0, 1, 5, 1, 2]
     spans = brute_maximal(docs, ids)
-    out = idx.trace(ids, min_tokens=3, occurrences=2)
+    out = asdict(idx.trace(ids, min_tokens=3, occurrences=2))
     want = [s for s in spans if s[1] - s[0] >= 3]
     assert [(s["start"], s["end"], s["count"]) for s in out["spans"]] == want
     assert out["maximal_spans"] == len(spans) and out["dropped_short"] == len(spans) - len(want)
@@ -147,7 +149,7 @@ def test_trace_filters_counts_and_occurrences(corpus):
         assert len(s["occurrences"]) == min(2, len(where))
         assert all((o["doc_id"], o["offset"]) in where and o["pile_set_name"] is None for o in s["occurrences"])
         assert s["steps_computed"] is False and s["first_step"] is None
-    capped = idx.trace(ids, min_tokens=1, max_count=1)
+    capped = asdict(idx.trace(ids, min_tokens=1, max_count=1))
     assert all(s["count"] <= 1 for s in capped["spans"])
     assert capped["dropped_frequent"] == sum(1 for s in spans if s[2] > 1)
     with pytest.raises(QueryError):
@@ -216,7 +218,7 @@ def test_cli_count_file_and_trace(corpus, tmp_path, capsys):
     passage = [5, 3, 1, 2, 3, 1, 2, 3, 1, 2, 0, 0, 1, 5]
     assert main(["ngram", "trace", *idx.store.prefixes, "--tokens", ",".join(map(str, passage)), "--min-tokens", "2",
                  "--occurrences", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == idx.trace(passage, min_tokens=2, occurrences=1)
+    assert json.loads(capsys.readouterr().out) == asdict(idx.trace(passage, min_tokens=2, occurrences=1))
     assert main(["ngram", "trace", *idx.store.prefixes, "--tokens", "1,2,3", "--min-tokens", "2"]) == 0
     assert "maximal spans" in capsys.readouterr().out
 

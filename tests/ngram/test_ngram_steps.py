@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -68,7 +69,7 @@ def test_steps_match_brute_force(tmp_path):
     for pat in pats:
         want = brute_pairs(order, docs, pat)
         assert mine(order, idx, pat) == want, pat
-        res = ngram_steps(idx, order, pat, bucket_steps=3)
+        res = asdict(ngram_steps(idx, order, pat, bucket_steps=3))
         trained = [w for w in want if w[0] < order.trained_samples]
         seen = [w for w in trained if w[3] == "in"]
         assert res["count"] == idx.count(pat)
@@ -90,7 +91,7 @@ def test_split_occurrence_reported_apart(tmp_path):
     splits = 0
     for start in range(1, 27):
         pat = list(range(start, start + 3))
-        res = ngram_steps(idx, order, pat)
+        res = asdict(ngram_steps(idx, order, pat))
         want = brute_pairs(order, docs, pat)
         trained = [w for w in want if w[0] < order.trained_samples]
         assert res["count_split_by_row_boundary"] == sum(1 for w in trained if w[3] == "split")
@@ -129,7 +130,7 @@ def test_preshuffled_store(tmp_path):
     order = open_order(store, cfg, preshuffled=True)
     idx = NgramIndex(store, build_index(store))
     for pat in ([0], [1, 2], [2, 2, 0]):
-        res = ngram_steps(idx, order, pat, bucket_steps=1)
+        res = asdict(ngram_steps(idx, order, pat, bucket_steps=1))
         want = [(k, o) for k, r in enumerate(rows) for o in range(5 - len(pat) + 1) if r[o : o + len(pat)] == pat]
         seen = [k for k, _ in want if k < 8]
         assert res["count"] == len(want)
@@ -147,7 +148,7 @@ def test_by_source_and_limits(tmp_path):
         "doc_id": np.arange(3, dtype=np.int64), "source_file": ["f"] * 3, "source_line": [1, 2, 3],
         "pile_set_name": names, "meta": [None] * 3, "n_tokens": [5, 2, 6], "n_bytes": [1, 1, 1],
         "token_hash": pa.array([0, 0, 0], pa.uint64())}, schema=DOCUMENT_SCHEMA), store.documents_path())
-    res = ngram_steps(idx, order, [1, 2], documents=DocumentTable(store.documents_path()))
+    res = asdict(ngram_steps(idx, order, [1, 2], documents=DocumentTable(store.documents_path())))
     pairs = occurrence_rows(idx, order, [1, 2])
     seen = pairs["in_row"] & pairs["trained"]
     want: dict[str, int] = {}
@@ -169,7 +170,7 @@ def test_steps_and_sql_cli(tmp_path, capsys):
     opts = ["--seed", "1234", "--seq-length", "3", "--num-samples", "8", "--batch-size", "2"]
     assert cli_main(["ngram", "steps", prefix, "--tokens", "5,6", *opts, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out == {**ngram_steps(idx, order, [5, 6]), "by_source_available": False}
+    assert out == {**asdict(ngram_steps(idx, order, [5, 6])), "by_source_available": False}
     assert cli_main(["sql", prefix, "SELECT sum(occurrences) AS n FROM ngram_timeseries", "--ngram-tokens", "5,6",
                      *opts, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -58,10 +59,10 @@ def test_cli_end_to_end(stores, capsys):
     np.testing.assert_array_equal(np.load(out_file), order.rows(np.arange(8, 20)))
 
     rc, out, _ = run(capsys, "doc-steps", raw, *OPTS, 3, "--json")
-    assert rc == 0 and json.loads(out) == order.doc_steps(3)
+    assert rc == 0 and json.loads(out) == asdict(order.doc_steps(3))
 
     rc, out, _ = run(capsys, "order", "stats", raw, *OPTS, "--json")
-    assert rc == 0 and json.loads(out) == json.loads(json.dumps(order.stats()))
+    assert rc == 0 and json.loads(out) == json.loads(json.dumps(asdict(order.stats())))
 
     # a preshuffled copy verifies; a corrupted one reports the first mismatch and exits 1
     pre = str(folder / "pre")
@@ -108,7 +109,7 @@ def test_api_routes(stores, capsys):
         assert r.json()["error"]["setting"] == "max_rows_per_request" and "12 rows" in r.json()["error"]["message"]
 
         r = client.get("/v1/documents/5/steps")
-        assert r.status_code == 200 and r.json() == order.doc_steps(5)
+        assert r.status_code == 200 and r.json() == asdict(order.doc_steps(5))
         r = client.get("/v1/documents/500/steps")
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
         r = client.get("/v1/samples/1/9")

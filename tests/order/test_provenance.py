@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_doc_rows_and_doc_steps_invert_spans(raw):
             by_doc[d].append((k, s, e))
     assert order.trained_samples == 250 // 8 * 8
     for d in range(len(SIZES)):
-        res = order.doc_steps(d)
+        res = asdict(order.doc_steps(d))
         occ = sorted(by_doc[d])
         assert res["doc_id"] == d
         got = [(o["sample_index"], o["doc_start"], o["doc_end"]) for o in res["occurrences"]]
@@ -141,7 +142,7 @@ def test_doc_rows_and_doc_steps_invert_spans(raw):
             assert (res["first_step"], res["last_step"]) == (occ[0][0] // 8, occ[-1][0] // 8)
         else:
             assert res["first_step"] is None and res["last_step"] is None
-    assert order.doc_steps(1)["occurrences"] == []  # empty document
+    assert order.doc_steps(1).occurrences == []  # empty document
 
 
 def test_stats_brute_force(raw):
@@ -160,7 +161,7 @@ def test_stats_brute_force(raw):
                 first_repeat = (k, d)
     nonempty = [d for d in range(len(SIZES)) if SIZES[d]]
     counts = [len(seen_pos[d]) for d in nonempty]
-    st_ = order.stats()
+    st_ = asdict(order.stats())
     assert st_["documents_seen"] == {"0": counts.count(0), "1": counts.count(1), "2+": sum(c >= 2 for c in counts)}
     assert st_["documents_empty"] == SIZES.count(0)
     assert st_["epochs"] == m.epochs and st_["samples_total"] == m.shuffle_idx.size
@@ -184,14 +185,14 @@ def test_preshuffled_agrees_and_verify(raw, tmp_path):
     np.testing.assert_array_equal(pre.batch(3, 4), order.batch(3, 4))
     np.testing.assert_array_equal(pre.rows(np.array([9, 2])), rows[[9, 2]])
     assert pre.spans(5) is None
-    assert verify_orders(order, pre) == {"start": 0, "stop": order.num_samples, "checked": order.num_samples,
+    assert asdict(verify_orders(order, pre)) == {"start": 0, "stop": order.num_samples, "checked": order.num_samples,
                                          "equal": True, "first_mismatch": None}
     bad = rows.copy()
     bad[100, 7] ^= 1
     bad[120, 0] ^= 1
     bad_prefix = str(tmp_path / "bad")
     write_indexed(bad_prefix, list(bad), np.uint16)
-    res = verify_orders(order, open_order(bad_prefix, cfg, preshuffled=True), chunk=16)
+    res = asdict(verify_orders(order, open_order(bad_prefix, cfg, preshuffled=True), chunk=16))
     assert res["first_mismatch"] == {"sample_index": 100, "step": 12, "slot": 4, "position": 7,
                                      "expected": int(rows[100, 7]), "found": int(rows[100, 7] ^ 1)}
     assert res["checked"] == 101 and not res["equal"]
@@ -265,13 +266,13 @@ def test_describe_sample_metadata_and_text(raw, tmp_path, request):
         "token_hash": pa.array([0] * n, pa.uint64()),
     }, schema=DOCUMENT_SCHEMA)
     pq.write_table(table, docs)
-    rec = describe_sample(order, 2, 3, documents=DocumentTable(docs))
+    rec = asdict(describe_sample(order, 2, 3, documents=DocumentTable(docs)))
     assert rec["sample_index"] == 19 and len(rec["tokens"]) == 17
     for s in rec["spans"]:
         assert s["metadata"]["source_line"] == 100 + s["doc_id"]
         assert s["metadata"]["meta"] == {"pile_set_name": "x"}
     tok = load_tokenizer(request.getfixturevalue("real_tokenizer_path"))  # skips with a reason when absent
-    rec = describe_sample(order, 2, 3, tokenizer=tok)
+    rec = asdict(describe_sample(order, 2, 3, tokenizer=tok))
     assert rec["text"] == tok.decode(rec["tokens"], skip_special_tokens=False)
 
 

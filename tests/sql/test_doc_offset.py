@@ -24,8 +24,8 @@ def prefix(tmp_path):
 
 def test_offset_past_the_end_is_refused(prefix, capsys):
     store = TokenStore(prefix)
-    assert document_view(store, 0, offset=255)["tokens"] == [255 % 50]
-    assert document_view(store, 1, offset=0)["tokens"] == []  # an empty document has offset 0 only
+    assert document_view(store, 0, offset=255).tokens == [255 % 50]
+    assert document_view(store, 1, offset=0).tokens == []  # an empty document has offset 0 only
     for doc, offset in ((0, 256), (0, 300), (0, -1), (1, 1)):
         with pytest.raises(QueryError, match=rf"offset {offset:,} is out of range: document {doc} has "):
             document_view(store, doc, offset=offset)

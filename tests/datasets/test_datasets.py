@@ -185,7 +185,7 @@ def test_ngram_selection_picks_rows_holding_the_ngram(world, capsys):
 
 
 def test_duplicates_column_equals_brute_force(world, capsys):
-    from test_ngram_batch_trace import brute_duplicates, row_pieces
+    from brute import brute_duplicates, row_pieces
 
     from cli.main import main
     from pile_index.ngram import build_index

@@ -13,6 +13,7 @@ from pile_index.ngram.batch import read_queries_file
 from pile_index.ngram.trace import maximal_spans
 
 from test_ngram import brute, make_store, subpatterns
+from brute import brute_duplicates, row_pieces
 
 
 @pytest.fixture(scope="module")
@@ -154,24 +155,6 @@ def test_trace_filters_counts_and_occurrences(corpus):
     assert capped["dropped_frequent"] == sum(1 for s in spans if s[2] > 1)
     with pytest.raises(QueryError):
         idx.trace([])
-
-
-def row_pieces(order, k: int) -> list[str]:
-    """Row k's document pieces, each as a string of one character per token (substring = contiguous)."""
-    row = order.row(k).tolist()
-    return ["".join(map(chr, row[sp["sample_start"]: sp["sample_start"] + sp["doc_end"] - sp["doc_start"]]))
-            for sp in order.spans(k)]
-
-
-def brute_duplicates(order, trained_pieces, k: int) -> int | None:
-    """Trained rows whose document pieces hold row k's tokens [32:64) whole; None when they cross documents."""
-    from pile_index.ngram.duplicates import DUPLICATES_END as E, DUPLICATES_START as S
-
-    gram = "".join(map(chr, order.row(k).tolist()[S:E]))
-    if not any(sp["sample_start"] <= S and sp["sample_start"] + sp["doc_end"] - sp["doc_start"] >= E
-               for sp in order.spans(k)):
-        return None
-    return sum(any(gram in p for p in pieces) for pieces in trained_pieces)
 
 
 def test_row_duplicates_equal_brute_force(tmp_path):

@@ -1,14 +1,22 @@
-"""Batch counts: many n-grams counted in one call, in a parallel numba loop that releases the GIL.
+"""Batch counts: many n-grams counted in one call, their binary searches interleaved so that their memory
+misses overlap, in threads that release the GIL.
 
 ``count_many(index, queries)`` answers exactly what ``index.count(q)`` answers for each query, in the order
-given. The queries are packed into one flat int64 array (with offsets; lists of ints and lists of arrays in a
-few C-level passes) and sorted lexicographically (a numeric sort on their first tokens packed into a uint64,
-then a merge sort of the ties), so neighbouring queries probe the same sample rows, suffix-array rows and
-token pages, and a query equal to its sorted neighbour reuses its answer. The sorted list is cut into
-chunks; chunks run in parallel (``numba.prange``, ``nogil``); each query searches every shard through the
-shard's in-RAM sample (``search._range_sampled_within``: the same damage checks as a single count), inside
-the bounds its sorted predecessor's answer gives (its rows when the predecessor is a prefix of it, else the
-rows after them). A kernel damage report is turned into the shard's FormatError, as a single count does.
+given. A single count is a chain of dependent memory misses (a sample row, then in the shard's window a
+suffix pointer, then the tokens it points to, eight levels deep): ~3.5 us, almost all of it waiting. Here the
+queries are packed into one flat int64 array (with offsets; lists of ints and lists of arrays in a few
+C-level passes) and searched ``GROUP`` at a time in lockstep: each level of every query's search first
+prefetches what the next step reads (the sample row; the suffix pointer; the tokens and bitmap byte it
+points to), then the next pass over the group uses it, so the group's misses are in flight together instead
+of one after another (the classic way to speed up many independent binary searches).
+
+The searches are the single count's (``search._range_sampled``): the same sample window
+(``search._window_of``; the sample rows are compared 4 tokens at a time as big-endian 64-bit words, with the
+same semantics as ``search._sample_cmp``), the same first search step (``search._lower_step``) and the same
+end-of-match search and damage checks around the answer (``search._finish_window`` / ``_finish_known``), so
+a damaged file gives the same FormatError. The queries are cut into blocks, one per thread of the index's
+pool (the calling thread runs one); a call shares nothing but the read-only index, so concurrent calls from
+API worker threads are safe.
 
 The kernel is compiled per process (``cache=False``): numba's on-disk cache of a function does not notice a
 change in the functions it calls from other modules (here the index's search), and a stale search must never
@@ -18,6 +26,7 @@ answer a count. Compiling takes a few seconds once per process.
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future
 from itertools import chain
 from operator import attrgetter
 from collections.abc import Sequence
@@ -25,53 +34,248 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..errors import ConfigError, LimitError, QueryError
-from .index import MAX_TOKEN_ID, NgramIndex, query_tokens
-from .search import _range_sampled_within
+from .index import MAX_TOKEN_ID, POOL_THREADS, NgramIndex, _pool, _Shard, query_tokens
+from .search import (BAD_POINTER, _cmp, _finish_known, _finish_window, _lower_step, _sample_cmp, _window_of,
+                     sa_at)
 
 _IDS_LINE = re.compile(r"[0-9 ]+(,[0-9 ]+)*")  # a queries-file line of token ids; any other line is text
-CHUNK = 256  # queries per parallel work item: long enough that neighbours share cache, short enough to balance
+GROUP = 32  # queries searched in lockstep: enough misses in flight to cover a memory latency, few enough for L1
+MIN_BLOCK = 4096  # queries per thread at least: below this one thread answers (a hand-off costs ~50 us)
 
 
-@numba.njit(cache=False, nogil=True, parallel=True)
-def _count_sorted(tokens, words, stoks, slen, every, flat, starts, order, chunk, lo_out, hi_out):
-    """For each query q (flat[starts[q]:starts[q+1]]), in chunks of the lexicographically sorted ``order``: its
-    row range [lo_out[q], hi_out[q]) in this shard, or the search's damage report (lo_out[q] < 0, hi_out[q] =
-    row). Each query's search is bounded by its sorted predecessor p's answer: when p is a prefix of q, q's
-    rows lie inside p's; otherwise p < q and they differ, so q's rows start at or after p's end."""
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Hint the CPU to fetch the cache line holding ``arr[idx]`` (LLVM's prefetch; never faults, no value)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = builder.gep(ary.data, [i])
+        if not getattr(ptr.type, "is_opaque", False):
+            ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        name = "llvm.prefetch.p0" if getattr(ptr.type, "is_opaque", False) else "llvm.prefetch.p0i8"
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])  # read, keep in all cache levels, data
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
+@numba.njit(cache=False, nogil=True, inline="always")
+def _prefetch_row(words, n, row):
+    """Prefetch the suffix pointer of ``row`` (5 bytes may straddle two lines)."""
+    if words.itemsize == 1:
+        _prefetch(words, 5 * row)
+        _prefetch(words, 5 * row + 4)
+    else:
+        _prefetch(words, row)
+
+
+@numba.njit(cache=False, nogil=True, inline="always")
+def _prefetch_suffix(tokens, words, n, p, m):
+    """Prefetch what comparing the suffix at ``p`` with an m-token pattern reads: its tokens (the first 32)
+    and the bitmap byte of the positions after it."""
+    _prefetch(tokens, p)
+    _prefetch(tokens, min(p + min(m, 32) - 1, n - 1))
+    if words.itemsize == 1:
+        _prefetch(words, 5 * n + ((p + 1) >> 3))
+    else:
+        _prefetch(words, n + ((p + 1) >> 5))
+
+
+@numba.njit(cache=False, nogil=True, inline="always")
+def _big_endian(x, lane_bits):
+    """A little-endian word of 64 // lane_bits tokens with its lanes reversed: the first token most significant,
+    so that words compare as their tokens do lexicographically."""
+    x = (x >> np.uint64(32)) | (x << np.uint64(32))
+    if lane_bits <= 16:
+        x = ((x >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF)) | ((x & np.uint64(0x0000FFFF0000FFFF)) << np.uint64(16))
+    if lane_bits == 8:
+        x = ((x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)) | ((x & np.uint64(0x00FF00FF00FF00FF)) << np.uint64(8))
+    return x
+
+
+@numba.njit(cache=False, nogil=True, inline="always")
+def _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, pat, qk, m):
+    """Sample row j against pat[:m], exactly as :func:`.search._sample_cmp`: with ``lane_bits`` (> 0) on the
+    row's tokens read as 64-bit words (``skeys``, the same bytes) against the query's words ``qk``, the lanes
+    past the row's item end or past m masked (an item that ends first sorts first)."""
+    if lane_bits == 0:
+        return _sample_cmp(stoks, slen, j, pat, m)
+    kept = min(np.int64(slen[j]), m)
+    nw = skeys.shape[1]
+    if kept == nw * lanes:  # the common case: every lane of the row and of the query holds a token
+        for w in range(nw):
+            r = _big_endian(skeys[j, w], lane_bits)
+            if r != qk[w]:
+                return -1 if r < qk[w] else 1
+        return 0
+    for w in range(nw):
+        k = min(max(kept - w * lanes, 0), lanes)
+        mask = masks[k]
+        r = _big_endian(skeys[j, w], lane_bits) & mask
+        q = qk[w] & mask
+        if r != q:
+            return -1 if r < q else 1
+        if k < lanes:
+            break
+    return -1 if kept < m else 0
+
+
+@numba.njit(cache=False, nogil=True, error_model="numpy")
+def _count_block(tokens, words, stoks, slen, skeys, masks, lane_bits, every, absent, flat, starts, q0, q1,
+                 counts, damage):
+    """counts[q] += this shard's count of each query q in [q0, q1) (flat[starts[q]:starts[q+1]]); 1 with
+    damage = (code, row, q) at the first damage report (as a single count's search gives), else 0. ``absent``
+    (empty, or one flag per query) marks queries holding a token the shard's dtype cannot hold."""
     n = tokens.shape[0]
-    n_q = order.shape[0]
-    n_chunks = (n_q + chunk - 1) // chunk
-    for c in numba.prange(n_chunks):
-        a = c * chunk
-        b = min(a + chunk, n_q)
-        prev = -1
-        for j in range(a, b):
-            q = order[j]
-            s, e = starts[q], starts[q + 1]
-            blo, bhi = np.int64(0), np.int64(n)
-            same = False
-            if prev >= 0 and lo_out[prev] >= 0:
-                ps, pe = starts[prev], starts[prev + 1]
-                m = min(pe - ps, e - s)
-                k = 0
-                while k < m and flat[ps + k] == flat[s + k]:
-                    k += 1
-                if k == pe - ps:  # prev is a prefix of q (or q itself)
-                    if k == e - s:
-                        same = True
-                    blo, bhi = lo_out[prev], hi_out[prev]
+    ns = slen.shape[0]
+    width = stoks.shape[1]
+    nw = max(skeys.shape[1], 1)
+    lanes = 64 // lane_bits if lane_bits > 0 else 1
+    lane_log = 3 if lanes == 8 else (2 if lanes == 4 else (1 if lanes == 2 else 0))
+    qk = np.zeros((GROUP, nw), dtype=np.uint64)
+    qs = np.empty(GROUP, dtype=np.int64)
+    base = np.empty(GROUP, dtype=np.int64)
+    lo = np.empty(GROUP, dtype=np.int64)
+    hi = np.empty(GROUP, dtype=np.int64)
+    upper = np.empty(GROUP, dtype=np.int64)
+    mhi = np.empty(GROUP, dtype=np.int64)
+    whi = np.empty(GROUP, dtype=np.int64)
+    ptr = np.empty(GROUP, dtype=np.int64)
+    known = np.zeros(GROUP, dtype=np.bool_)
+    for g0 in range(q0, q1, GROUP):
+        k = 0
+        for q in range(g0, min(g0 + GROUP, q1)):
+            if absent.shape[0] == 0 or not absent[q]:
+                qs[k] = q
+                k += 1
+        # 1. The sample: the first row >= pat' (branch-free lower bound, the same number of steps for every
+        # query: Khuong and Morin's layout paper), then the first row > pat' by galloping from it.
+        for i in range(k):
+            s = starts[qs[i]]
+            m = min(starts[qs[i] + 1] - s, width)
+            if lane_bits > 0:
+                for w in range(nw):
+                    qk[i, w] = 0
+                for t in range(m):
+                    shift = np.uint64((lanes - 1 - (t & (lanes - 1))) * lane_bits)
+                    qk[i, t >> lane_log] |= np.uint64(flat[s + t]) << shift
+            base[i] = 0
+        size = ns
+        while size > 1:
+            half = size >> 1
+            nxt = (size - half) >> 1
+            for i in range(k):
+                s = starts[qs[i]]
+                e = starts[qs[i] + 1]
+                j = base[i] + half
+                if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, flat[s:e], qk[i], min(e - s, width)) < 0:
+                    base[i] = j
+                if lane_bits > 0:
+                    _prefetch(skeys, (base[i] + nxt) * nw)
                 else:
-                    blo = hi_out[prev]
-            if same:
-                lo_out[q] = lo_out[prev]
-                hi_out[q] = hi_out[prev]
+                    _prefetch(stoks, (base[i] + nxt) * width)
+                _prefetch(slen, base[i] + nxt)
+            size -= half
+        for i in range(k):
+            q = qs[i]
+            s, e = starts[q], starts[q + 1]
+            pat = flat[s:e]
+            m = min(e - s, width)
+            if ns == 0:
+                wlo, mlo, mh, wh = np.int64(0), np.int64(n), np.int64(0), np.int64(n)
             else:
-                lo, hi = _range_sampled_within(tokens, words, stoks, slen, every, flat[s:e], blo, bhi)
-                lo_out[q] = lo
-                hi_out[q] = hi
-            prev = q
+                a = base[i]
+                if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, a, pat, qk[i], m) < 0:
+                    a += 1
+                b = a
+                if a < ns and _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, a, pat, qk[i], m) <= 0:
+                    step = 1
+                    prev = a
+                    while True:
+                        j = a + step
+                        if j >= ns:
+                            h = ns
+                            break
+                        if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, pat, qk[i], m) > 0:
+                            h = j
+                            break
+                        prev = j
+                        step <<= 1
+                    b = prev + 1
+                    while b < h:
+                        j = (b + h) >> 1
+                        if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, pat, qk[i], m) <= 0:
+                            b = j + 1
+                        else:
+                            h = j
+                wlo, mlo, mh, wh = _window_of(ns, every, n, a, b, m == e - s)
+            known[i] = mlo < mh
+            lo[i] = wlo
+            hi[i] = mlo if known[i] else wh
+            upper[i] = hi[i]
+            mhi[i] = mh
+            whi[i] = wh
+            if lo[i] < hi[i]:
+                _prefetch_row(words, n, (lo[i] + hi[i]) >> 1)
+        # 2. The first row >= pat inside each window, a level of every query per round: one pass reads the
+        # pointers (prefetched) and prefetches their tokens, the next compares and prefetches the next pointer.
+        while True:
+            busy = False
+            for i in range(k):
+                if lo[i] < hi[i]:
+                    mid = (lo[i] + hi[i]) >> 1
+                    p = sa_at(words, n, mid)
+                    if p >= n:
+                        damage[0], damage[1], damage[2] = BAD_POINTER, mid, qs[i]
+                        return 1
+                    ptr[i] = p
+                    _prefetch_suffix(tokens, words, n, p, starts[qs[i] + 1] - starts[qs[i]])
+                    busy = True
+            if not busy:
+                break
+            for i in range(k):
+                if lo[i] < hi[i]:
+                    mid = (lo[i] + hi[i]) >> 1
+                    c = _cmp(tokens, words, ptr[i], flat[starts[qs[i]]:starts[qs[i] + 1]])
+                    lo[i], hi[i], upper[i], code = _lower_step(c, mid, lo[i], hi[i], upper[i], known[i])
+                    if code != 0:
+                        damage[0], damage[1], damage[2] = code, mid, qs[i]
+                        return 1
+                    if lo[i] < hi[i]:
+                        _prefetch_row(words, n, (lo[i] + hi[i]) >> 1)
+        # 3. The rows the end-of-match search and the checks read first (two before the start, two after):
+        # their pointers are in cache now; prefetch their tokens, then finish each query as a count does.
+        for i in range(k):
+            m = starts[qs[i] + 1] - starts[qs[i]]
+            for row in (lo[i] - 2, lo[i] + 1, lo[i] + 2):
+                if 0 <= row < n:
+                    p = sa_at(words, n, row)
+                    if p < n:
+                        _prefetch_suffix(tokens, words, n, p, m)
+        for i in range(k):
+            q = qs[i]
+            pat = flat[starts[q]:starts[q + 1]]
+            if known[i]:
+                r0, r1 = _finish_known(tokens, words, pat, lo[i], mhi[i], whi[i])
+            else:
+                r0, r1 = _finish_window(tokens, words, pat, lo[i], upper[i])
+            if r0 < 0:
+                damage[0], damage[1], damage[2] = r0, r1, q
+                return 1
+            counts[q] += r1 - r0
+    return 0
 
 
 def _pack_plain(queries: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -148,89 +352,19 @@ def pack_queries(queries: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndar
     return flat, starts
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _lex_le(flat, starts, x, y):
-    """Whether query x sorts at or before query y (token by token; a prefix before its extensions)."""
-    sx, ex, sy, ey = starts[x], starts[x + 1], starts[y], starts[y + 1]
-    m = min(ex - sx, ey - sy)
-    for k in range(m):
-        a, b = flat[sx + k], flat[sy + k]
-        if a != b:
-            return a < b
-    return ex - sx <= ey - sy
-
-
-@numba.njit(cache=True, nogil=True)
-def _lead_keys(flat, starts, bits, width, key):
-    """key[q]: the query's first ``width`` tokens, each + 1 (0: the query has ended) in ``bits`` bits, as one
-    uint64: keys in numeric order are the queries in lexicographic order of those tokens."""
-    for q in range(starts.shape[0] - 1):
-        s, e = starts[q], starts[q + 1]
-        h = np.uint64(0)
-        for k in range(width):
-            t = np.uint64(flat[s + k] + 1) if s + k < e else np.uint64(0)
-            h = (h << np.uint64(bits)) | t
-        key[q] = h
-
-
-@numba.njit(cache=True, nogil=True)
-def _refine(flat, starts, order, key):
-    """``order`` (sorted on ``key``) merge-sorted in place to full lexicographic order inside each run of
-    equal keys (the only queries the key leaves unordered)."""
-    n = order.shape[0]
-    buf = np.empty_like(order)
-    a = 0
-    while a < n:
-        b = a + 1
-        while b < n and key[order[b]] == key[order[a]]:
-            b += 1
-        width = 1
-        src, dst = order, buf
-        swaps = 0
-        while width < b - a:
-            for x in range(a, b, 2 * width):
-                mid = min(x + width, b)
-                y = min(x + 2 * width, b)
-                i, j, k = x, mid, x
-                while i < mid and j < y:
-                    if _lex_le(flat, starts, src[i], src[j]):
-                        dst[k] = src[i]
-                        i += 1
-                    else:
-                        dst[k] = src[j]
-                        j += 1
-                    k += 1
-                while i < mid:
-                    dst[k] = src[i]
-                    i += 1
-                    k += 1
-                while j < y:
-                    dst[k] = src[j]
-                    j += 1
-                    k += 1
-            src, dst = dst, src
-            swaps += 1
-            width *= 2
-        if swaps & 1:  # the sorted run is in buf
-            order[a:b] = buf[a:b]
-        a = b
-
-
-def sort_order(flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """The queries' indices in lexicographic order of their tokens (a query before its extensions, equal
-    queries adjacent): neighbours probe the same rows and pages, and each bounds the next one's search.
-    One numeric sort on the first few tokens packed into a uint64 (4 of a 16-bit vocabulary), then a merge
-    sort of the ties only (a full lexicographic sort of 16-token keys took 610 ms for 200k queries)."""
-    n = starts.size - 1
-    if n <= 1:
-        return np.arange(n, dtype=np.int64)
-    bits = (int(flat.max()) + 1).bit_length()  # token + 1, and 0 for "the query has ended"
-    width = max(1, 64 // bits)
-    key = np.empty(n, dtype=np.uint64)
-    _lead_keys(flat, starts, np.int64(bits), np.int64(width), key)
-    order = np.argsort(key, kind="stable").astype(np.int64)
-    _refine(flat, starts, order, key)
-    return order
+def _sample_words(shard: _Shard) -> tuple[np.ndarray, np.ndarray, int]:
+    """(skeys, masks, lane_bits) for the kernel: the shard's sample rows as 64-bit words (a view of the same
+    bytes) with the masks that keep their first k lanes, or (empty, masks, 0) where rows are not whole words
+    (no sample, or a width and dtype that do not fill them): the kernel then compares token by token."""
+    st = shard.stoks
+    bits = 8 * st.dtype.itemsize
+    row_bytes = st.shape[1] * st.dtype.itemsize
+    if st.shape[0] == 0 or bits > 32 or row_bytes % 8 or not st.flags.c_contiguous or not st.flags.aligned:
+        return np.zeros((0, 1), dtype=np.uint64), np.zeros(1, dtype=np.uint64), 0
+    lanes = 64 // bits
+    masks = np.array([0] + [((1 << (bits * k)) - 1) << (64 - bits * k) for k in range(1, lanes + 1)],
+                     dtype=np.uint64)
+    return st.view(np.uint64), masks, bits
 
 
 def count_many(index: NgramIndex, queries: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
@@ -240,16 +374,32 @@ def count_many(index: NgramIndex, queries: Sequence[Sequence[int]] | np.ndarray)
     counts = np.zeros(n_q, dtype=np.int64)
     if n_q == 0:
         return counts
-    order = sort_order(flat, starts)
-    lo = np.empty(n_q, dtype=np.int64)
-    hi = np.empty(n_q, dtype=np.int64)
+    top = int(flat.max())
+    runs = []
     for shard in index.shards:
-        _count_sorted(shard.tokens, shard.words, shard.stoks, shard.slen, shard.every, flat, starts, order,
-                      CHUNK, lo, hi)
-        bad = np.flatnonzero(lo < 0)
-        if bad.size:
-            raise shard.damaged(int(lo[bad[0]]), int(hi[bad[0]]))
-        counts += hi - lo
+        dtype = shard.tokens.dtype
+        absent = np.zeros(0, dtype=np.bool_)
+        if top > np.iinfo(dtype).max:  # a query token the dtype cannot hold: no occurrence in this shard
+            absent = np.maximum.reduceat(flat, starts[:-1]) > np.iinfo(dtype).max
+        skeys, masks, lane_bits = _sample_words(shard)
+        runs.append((shard, (shard.tokens, shard.words, shard.stoks, shard.slen, skeys, masks, np.int64(lane_bits),
+                             shard.every, absent)))
+
+    def block(q0: int, q1: int) -> tuple[_Shard, np.ndarray] | None:
+        damage = np.zeros(3, dtype=np.int64)
+        for shard, args in runs:
+            if _count_block(*args, flat, starts, np.int64(q0), np.int64(q1), counts, damage):
+                return shard, damage
+        return None
+
+    n_blocks = max(1, min(POOL_THREADS, n_q // MIN_BLOCK))
+    cuts = [n_q * b // n_blocks for b in range(n_blocks + 1)]
+    futures: list[Future] = [_pool().submit(block, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
+    found = [block(cuts[0], cuts[1])] + [f.result() for f in futures]
+    for hit in found:
+        if hit is not None:
+            shard, (code, row, _) = hit
+            raise shard.damaged(int(code), int(row))
     return counts
 
 

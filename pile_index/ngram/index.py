@@ -143,13 +143,14 @@ def _entry_point(kernel: Any, *args: Any) -> Any:
 
 
 _POOL: ThreadPoolExecutor | None = None
+POOL_THREADS = max(2, min(16, os.cpu_count() or 2))  # threads of the pool below
 
 
 def _pool() -> ThreadPoolExecutor:
-    """Threads for searching several shards at once (the kernels release the GIL)."""
+    """Threads for searching several shards (or blocks of a batch) at once (the kernels release the GIL)."""
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(2, min(16, os.cpu_count() or 2)), thread_name_prefix="ngram")
+        _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="ngram")
     return _POOL
 
 

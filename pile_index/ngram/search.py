@@ -4,7 +4,7 @@ A shard is two arrays: ``tokens`` (the store's tokens the shard indexes, memmapp
 ``shard-NNNNN.sa`` file, memmapped: the suffix pointers, then the item-boundary bitmap). Two pointer widths
 exist (:mod:`.layout`): ``words`` of dtype uint32 is format 2 (4-byte pointers, bit ``q`` of word
 ``n + q // 32``), uint8 is format 3 (5-byte little-endian pointers, bit ``q`` of byte ``5 n + q // 8``). The
-kernels read pointers only through :func:`sa_at` and the bitmap only through :func:`starts_item`; numba
+kernels read pointers only through :func:`sa_at` and the bitmap only through :func:`_starts_between`; numba
 compiles one version per dtype and folds the width test away.
 
 Stable entry points (called by other modules of this package; keep their call shapes):
@@ -15,10 +15,11 @@ Stable entry points (called by other modules of this package; keep their call sh
   levels of both binary searches done on the in-RAM sample (``stoks[j]`` = the first tokens of row
   ``j * every``, ``slen[j]`` how many of them lie inside the row's item), so a cold query reads the disk only
   inside one window of ``every`` rows on each side; an empty sample searches the whole shard;
-- ``_range_sampled_within(tokens, words, stoks, slen, every, pat, blo, bhi) -> (lo, hi)``: the same, rows
-  ``< blo`` known to sort before pat and rows ``>= bhi`` after it (the batch count's shared bounds);
 - ``sa_at(words, n, row) -> int64``: the suffix pointer of ``row`` (``n = len(tokens)``), either width;
 - ``_cmp(tokens, words, p, pat)``: the suffix at token position ``p`` (cut at its item's end) against pat.
+- the pieces of ``_range_sampled`` that the batch count (:mod:`.batch`) runs interleaved, so that both answer
+  alike: ``_sample_cmp`` and ``_window_of`` (the sample window), ``_lower_step`` (one step of the first
+  search), ``_finish_window`` / ``_finish_known`` (the end of the match and the damage checks around it).
 
 Semantics (``docs/ORDER.md``, "n-grams"): a suffix ends at the end of its item, so an n-gram never spans
 two items.
@@ -44,11 +45,24 @@ def sa_at(words, n, row):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def starts_item(words, n, q):
-    """1 when an item starts (or the shard ends) at shard-local token position ``q``, as the bitmap says."""
+def _starts_between(words, n, a, b):
+    """Whether an item starts at any shard-local position in [a, b] (a <= b), bit ``q`` of the bitmap
+    (1: an item starts at q, or the shard ends there), read a bitmap word (8 or 32 bits) at a time."""
     if words.itemsize == 1:
-        return (np.int64(words[5 * n + (q >> 3)]) >> (q & 7)) & 1
-    return (np.int64(words[n + (q >> 5)]) >> (q & 31)) & 1
+        bits, base = 8, 5 * n
+    else:
+        bits, base = 32, n
+    wa, wb = a // bits, b // bits
+    for w in range(wa, wb + 1):
+        x = np.int64(words[base + w])
+        if w == wa:
+            x >>= a - wa * bits
+            x <<= a - wa * bits
+        if w == wb:
+            x &= (np.int64(2) << (b - wb * bits)) - 1
+        if x != 0:
+            return True
+    return False
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -73,9 +87,8 @@ def _cmp(tokens, words, p, pat):
             break
         k += 1
     last = p + (k if k < m else m - 1)  # tokens p+1..last were read: none may start a new item
-    for q in range(p + 1, last + 1):
-        if starts_item(words, n, q):
-            return -1
+    if last > p and _starts_between(words, n, p + 1, last):
+        return -1
     return res
 
 
@@ -119,24 +132,69 @@ def _window(stoks, slen, every, n, pat):
             lo = mid + 1
         else:
             hi = mid
+    return _window_of(ns, every, n, a, lo, m == pat.shape[0])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_of(ns, every, n, a, b, whole):
+    """:func:`_window`'s answer from the sample rows: ``a`` the first of the ``ns`` that is >= pat', ``b`` the
+    first that is > pat' (``whole``: pat' is all of pat)."""
     wlo = np.int64((a - 1) * every + 1) if a > 0 else np.int64(0)
-    whi = min(np.int64(lo * every) if lo < ns else np.int64(n), np.int64(n))
-    if m == pat.shape[0] and lo > a:
-        return wlo, np.int64(a * every), np.int64((lo - 1) * every + 1), whi
+    whi = min(np.int64(b * every) if b < ns else np.int64(n), np.int64(n))
+    if whole and b > a:
+        return wlo, np.int64(a * every), np.int64((b - 1) * every + 1), whi
     return wlo, whi, wlo, whi
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _probe(tokens, words, pat, row):
+    """(c, 0): the suffix of ``row`` against pat, as :func:`_cmp`; (0, BAD_POINTER) when the row holds no token
+    position (every pointer is checked before it is followed)."""
+    n = tokens.shape[0]
+    p = sa_at(words, n, row)
+    if p >= n:
+        return 0, BAD_POINTER
+    return _cmp(tokens, words, p, pat), 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lower_step(c, mid, lo, hi, upper, known):
+    """One step of the search for the first row >= pat, row ``mid`` comparing ``c``: (lo, hi, upper, code).
+    ``upper`` is the first row seen > pat; ``known`` (rows from hi on are known to match): a row > pat is
+    out of order (code UNSORTED)."""
+    if c < 0:
+        return mid + 1, hi, upper, 0
+    if c > 0:
+        if known:
+            return lo, hi, upper, UNSORTED
+        upper = mid
+    return lo, mid, upper, 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lower(tokens, words, pat, lo, hi, known):
+    """(start, upper, 0): ``start`` the first row >= pat in [lo, hi), ``upper`` the first row seen > pat (hi if
+    none); (row, 0, code) on damage. ``known``: rows from hi on start with pat (see :func:`_lower_step`)."""
+    upper = hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        c, code = _probe(tokens, words, pat, mid)
+        if code == 0:
+            lo, hi, upper, code = _lower_step(c, mid, lo, hi, upper, known)
+        if code != 0:
+            return mid, upper, code
+    return lo, upper, 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _end_of_match(tokens, words, pat, lo, hi):
     """(row, 0): the first row > pat in [lo, hi), the rows before it there matching pat; (row, code) when a
     probed row holds no token position or sorts before pat (damage)."""
-    n = tokens.shape[0]
     while lo < hi:
         mid = (lo + hi) >> 1
-        p = sa_at(words, n, mid)
-        if p >= n:
-            return mid, BAD_POINTER
-        c = _cmp(tokens, words, p, pat)
+        c, code = _probe(tokens, words, pat, mid)
+        if code != 0:
+            return mid, code
         if c < 0:
             return mid, UNSORTED
         if c == 0:
@@ -149,55 +207,33 @@ def _end_of_match(tokens, words, pat, lo, hi):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _misplaced(tokens, words, pat, row, after):
     """0 when ``row`` sorts after pat (``after``) or before it (not ``after``); else the damage code."""
-    n = tokens.shape[0]
-    p = sa_at(words, n, row)
-    if p >= n:
-        return BAD_POINTER
-    c = _cmp(tokens, words, p, pat)
+    c, code = _probe(tokens, words, pat, row)
+    if code != 0:
+        return code
     if (c <= 0) if after else (c >= 0):
         return UNSORTED
     return 0
 
 
-@numba.njit(cache=True, nogil=True)
-def _range_window(tokens, words, pat, wlo, whi):
-    """[lo, hi): the rows in [wlo, whi) whose suffix starts with pat, all other rows being known not to.
-
-    Damage checks, on the rows the search touches: every pointer is checked to be < n before it is followed
-    (else (BAD_POINTER, row)); rows probed after the first match must not sort before pat, and the rows two
-    before and one after the answer must sort before and after it (else (UNSORTED, row)). A damaged row that
-    sends the search the wrong way leaves the answer next to it, so these two extra comparisons (a few
-    percent of a count) catch it unless it sits right at the true edge of the answer."""
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish_window(tokens, words, pat, start, upper):
+    """:func:`_range_window` after its first search: ``start`` the first row >= pat, ``upper`` the first row
+    seen > pat (every row from it on is). Finds the end of the match and checks the rows around the answer."""
     n = tokens.shape[0]
-    lo, hi = wlo, whi
-    upper = whi  # every row >= upper is > pat: bounds the second search
-    while lo < hi:  # first row >= pat
-        mid = (lo + hi) >> 1
-        p = sa_at(words, n, mid)
-        if p >= n:
-            return BAD_POINTER, mid
-        c = _cmp(tokens, words, p, pat)
-        if c < 0:
-            lo = mid + 1
-        else:
-            hi = mid
-            if c > 0:
-                upper = mid
-    start = end = lo
-    if lo < upper:
-        # Gallop from lo (most n-grams of a few tokens or more are rare: the end is usually at lo + 1 or
-        # close, and neighbouring rows share cache lines), then binary-search the last gap.
+    end = start
+    if start < upper:  # row start matches (the search's last step found it >= pat and not > pat)
+        # Gallop from start (most n-grams of a few tokens or more are rare: the end is usually at start + 1
+        # or close, and neighbouring rows share cache lines), then binary-search the last gap.
         step = 1
-        prev = lo  # rows <= prev are known to match
+        prev = start  # rows <= prev are known to match
         while True:
-            probe = lo + step
+            probe = start + step
             if probe >= upper:
                 hi = upper
                 break
-            p = sa_at(words, n, probe)
-            if p >= n:
-                return BAD_POINTER, probe
-            c = _cmp(tokens, words, p, pat)
+            c, code = _probe(tokens, words, pat, probe)
+            if code != 0:
+                return code, probe
             if c < 0:  # after a match, nothing sorts before pat
                 return UNSORTED, probe
             if c > 0:
@@ -220,31 +256,11 @@ def _range_window(tokens, words, pat, wlo, whi):
     return start, end
 
 
-@numba.njit(cache=True, nogil=True)
-def _range(tokens, words, pat):
-    """[lo, hi): the suffix-array rows whose suffix starts with pat, or (BAD_POINTER | UNSORTED, row)."""
-    return _range_window(tokens, words, pat, np.int64(0), np.int64(tokens.shape[0]))
-
-
-@numba.njit(cache=True, nogil=True)
-def _range_known(tokens, words, pat, wlo, mlo, mhi, whi):
-    """As :func:`_range_window`, rows [mlo, mhi) (mlo < mhi) being known to start with pat: the first row >= pat
-    is searched in [wlo, mlo], the first row > pat in [mhi, whi], so each search stays inside one sample gap."""
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish_known(tokens, words, pat, start, mhi, whi):
+    """:func:`_range_known` after its first search (``start``): the end of the match in [mhi, whi], and the
+    rows around the answer checked."""
     n = tokens.shape[0]
-    lo, hi = wlo, mlo
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        p = sa_at(words, n, mid)
-        if p >= n:
-            return BAD_POINTER, mid
-        c = _cmp(tokens, words, p, pat)
-        if c > 0:  # a row between rows below and above pat... that sorts after pat: out of order
-            return UNSORTED, mid
-        if c < 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    start = lo
     end, code = _end_of_match(tokens, words, pat, mhi, whi)
     if code != 0:
         return code, end
@@ -259,6 +275,38 @@ def _range_known(tokens, words, pat, wlo, mlo, mhi, whi):
             if code != 0:
                 return code, row
     return start, end
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_window(tokens, words, pat, wlo, whi):
+    """[lo, hi): the rows in [wlo, whi) whose suffix starts with pat, all other rows being known not to.
+
+    Damage checks, on the rows the search touches: every pointer is checked to be < n before it is followed
+    (else (BAD_POINTER, row)); rows probed after the first match must not sort before pat, and the rows two
+    before and one after the answer must sort before and after it (else (UNSORTED, row)). A damaged row that
+    sends the search the wrong way leaves the answer next to it, so these two extra comparisons (a few
+    percent of a count) catch it unless it sits right at the true edge of the answer."""
+    start, upper, code = _lower(tokens, words, pat, wlo, whi, False)
+    if code != 0:
+        return code, start
+    return _finish_window(tokens, words, pat, start, upper)
+
+
+@numba.njit(cache=True, nogil=True)
+def _range(tokens, words, pat):
+    """[lo, hi): the suffix-array rows whose suffix starts with pat, or (BAD_POINTER | UNSORTED, row)."""
+    return _range_window(tokens, words, pat, np.int64(0), np.int64(tokens.shape[0]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_known(tokens, words, pat, wlo, mlo, mhi, whi):
+    """As :func:`_range_window`, rows [mlo, mhi) (mlo < mhi) being known to start with pat: the first row >= pat
+    is searched in [wlo, mlo] (a row > pat there is out of order), the first row > pat in [mhi, whi], so each
+    search stays inside one sample gap."""
+    start, _, code = _lower(tokens, words, pat, wlo, mlo, True)
+    if code != 0:
+        return code, start
+    return _finish_known(tokens, words, pat, start, mhi, whi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -306,22 +354,3 @@ def _range_positions_sampled(tokens, words, stoks, slen, every, pat, skip, limit
     if lo < 0:
         return lo, hi, np.empty(0, dtype=np.int64)
     return _positions(tokens, words, pat, lo, hi, skip, limit, base)
-
-
-@numba.njit(cache=True, nogil=True)
-def _range_sampled_within(tokens, words, stoks, slen, every, pat, blo, bhi):
-    """As :func:`_range_sampled`, rows below ``blo`` being known to sort before pat and rows from ``bhi`` on
-    after it (a batch's sorted neighbour gives these): the search runs inside the tighter of the two windows,
-    with the same damage checks. Bounds that contradict the sample (only a damaged file makes them) are
-    dropped, so the answer is the unbounded search's."""
-    n = tokens.shape[0]
-    if 0 <= blo <= bhi <= n and bhi - blo <= every:  # inside one sample gap: the sample cannot narrow it
-        return _range_window(tokens, words, pat, blo, bhi)
-    wlo, mlo, mhi, whi = _window(stoks, slen, every, n, pat)
-    if mlo < mhi:
-        a, b = max(wlo, min(blo, mlo)), min(whi, max(bhi, mhi))
-        return _range_known(tokens, words, pat, a, mlo, mhi, b)
-    a, b = max(wlo, blo), min(whi, bhi)
-    if a > b:
-        a, b = wlo, whi
-    return _range_window(tokens, words, pat, a, b)

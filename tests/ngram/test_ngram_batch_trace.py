@@ -58,17 +58,55 @@ def test_count_many_shared_bounds_on_common_prefixes(tmp_path, layout):
     assert idx.count_many(np.array([p[:1] for p in pats])).tolist() == [len(brute(docs, p[:1])) for p in pats]
 
 
-@pytest.mark.parametrize("top", [3, 70_000, 2**31 - 1])
-def test_sort_order_is_lexicographic(top):
-    from pile_index.ngram.batch import pack_queries, sort_order
+@pytest.mark.parametrize("layout", [{"shard_tokens": 90}, {}, {"sample_every": 2}, {"sample_every": 3, "sample_tokens": 3},
+                                    {"sample_every": 5, "sample_tokens": 4}, {"sample_every": 2, "sample_tokens": 12}],
+                         ids=["v2-shards", "v3", "v3-every2", "v3-3tokens", "v3-4tokens", "v3-12tokens"])
+def test_count_many_property_against_count_and_brute_force(tmp_path, monkeypatch, layout):
+    """Random batches, in blocks of a few queries (so several threads and partial lockstep groups run), equal
+    count() and brute force: duplicates, absent n-grams, tokens the store's dtype cannot hold, n-grams longer
+    than the sample's tokens, items shorter than them, in format 2 (several shards) and format 3 with sample
+    widths that fill 64-bit words (4, 12 tokens: the word compare) and that do not (3: token by token)."""
+    from pile_index.ngram import batch
 
-    rng = np.random.default_rng(top)
-    vals = np.array([0, 1, 2, top - 1, top])[: 3 if top == 3 else 5]
-    qs = [list(map(int, vals[rng.integers(0, len(vals), size=int(rng.integers(1, 12)))])) for _ in range(3000)]
-    qs += qs[:100]
-    order = sort_order(*pack_queries(qs))
-    assert sorted(order.tolist()) == list(range(len(qs)))
-    assert [qs[i] for i in order] == sorted(qs)
+    monkeypatch.setattr(batch, "MIN_BLOCK", 7)
+    rng = np.random.default_rng(len(str(layout)))
+    docs = [rng.integers(0, 5, size=int(rng.integers(0, 30))).astype(np.uint16) for _ in range(30)]
+    docs += [np.tile(np.array([1, 2, 3], dtype=np.uint16), 15), np.array([65_535, 4, 65_535], dtype=np.uint16)]
+    store = make_store(tmp_path, docs, parts=2)
+    build_index(store, **layout)
+    idx = NgramIndex(store)
+    assert (len(idx.shards) > 2) if "shard_tokens" in layout else idx.format_version == 3
+    assert idx.count_many([]).tolist() == []
+    for _ in range(4):
+        pats = subpatterns(docs, rng, n=120, max_len=20)
+        pats += [[1, 2, 3] * 6, [1, 2, 3] * 5 + [4], [65_535], [65_535, 4, 65_535], [70_000], [1, 70_000], [9] * 9]
+        pats += [pats[int(k)] for k in rng.integers(0, len(pats), 40)]  # duplicates
+        pats = [pats[int(k)] for k in rng.permutation(len(pats))]
+        got = idx.count_many(pats)
+        assert got.tolist() == [idx.count(p) for p in pats] == [len(brute(docs, p)) for p in pats]
+        assert idx.count_many(pats[:1]).tolist() == got[:1].tolist()
+
+
+def test_count_many_from_8_threads_equals_sequential(tmp_path, monkeypatch):
+    """API worker threads call count_many at once: 8 threads hammering it (each call split over the pool's
+    threads) give exactly the sequential answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pile_index.ngram import batch
+
+    monkeypatch.setattr(batch, "MIN_BLOCK", 16)
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 6, size=int(rng.integers(5, 80))).astype(np.uint16) for _ in range(60)]
+    store = make_store(tmp_path, docs)
+    build_index(store, sample_every=4)
+    idx = NgramIndex(store)
+    batches = [subpatterns(docs, rng, n=300, max_len=12) for _ in range(16)]
+    want = [idx.count_many(b).tolist() for b in batches]
+    assert want[0] == [idx.count(p) for p in batches[0]]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda b: idx.count_many(b).tolist(), batches))
+            assert got == want
 
 
 def test_count_many_2d_array_and_empty(corpus):

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..prefetch import prefetch
+
 BAD_POINTER = -1  # first value a query kernel returns when a suffix-array row holds no token position (< n)
 UNSORTED = -2  # ... when the rows around the answer are out of order, or a row it returns does not hold pat
 
@@ -354,3 +356,215 @@ def _range_positions_sampled(tokens, words, stoks, slen, every, pat, skip, limit
     if lo < 0:
         return lo, hi, np.empty(0, dtype=np.int64)
     return _positions(tokens, words, pat, lo, hi, skip, limit, base)
+
+
+# -- the batch count (:mod:`.batch`): many queries searched in lockstep
+
+GROUP = 32  # queries searched in lockstep: enough misses in flight to cover a memory latency, few enough for L1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_row(words, n, row):
+    """Prefetch the suffix pointer of ``row`` (5 bytes may straddle two lines)."""
+    if words.itemsize == 1:
+        prefetch(words, 5 * row)
+        prefetch(words, 5 * row + 4)
+    else:
+        prefetch(words, row)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_suffix(tokens, words, n, p, m):
+    """Prefetch what comparing the suffix at ``p`` with an m-token pattern reads: its tokens (the first 32)
+    and the bitmap byte of the positions after it."""
+    prefetch(tokens, p)
+    prefetch(tokens, min(p + min(m, 32) - 1, n - 1))
+    if words.itemsize == 1:
+        prefetch(words, 5 * n + ((p + 1) >> 3))
+    else:
+        prefetch(words, n + ((p + 1) >> 5))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _big_endian(x, lane_bits):
+    """A little-endian word of 64 // lane_bits tokens with its lanes reversed: the first token most significant,
+    so that words compare as their tokens do lexicographically."""
+    x = (x >> np.uint64(32)) | (x << np.uint64(32))
+    if lane_bits <= 16:
+        x = ((x >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF)) | ((x & np.uint64(0x0000FFFF0000FFFF)) << np.uint64(16))
+    if lane_bits == 8:
+        x = ((x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)) | ((x & np.uint64(0x00FF00FF00FF00FF)) << np.uint64(8))
+    return x
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, pat, qk, m):
+    """Sample row j against pat[:m], exactly as :func:`.search._sample_cmp`: with ``lane_bits`` (> 0) on the
+    row's tokens read as 64-bit words (``skeys``, the same bytes) against the query's words ``qk``, the lanes
+    past the row's item end or past m masked (an item that ends first sorts first)."""
+    if lane_bits == 0:
+        return _sample_cmp(stoks, slen, j, pat, m)
+    kept = min(np.int64(slen[j]), m)
+    nw = skeys.shape[1]
+    if kept == nw * lanes:  # the common case: every lane of the row and of the query holds a token
+        for w in range(nw):
+            r = _big_endian(skeys[j, w], lane_bits)
+            if r != qk[w]:
+                return -1 if r < qk[w] else 1
+        return 0
+    for w in range(nw):
+        k = min(max(kept - w * lanes, 0), lanes)
+        mask = masks[k]
+        r = _big_endian(skeys[j, w], lane_bits) & mask
+        q = qk[w] & mask
+        if r != q:
+            return -1 if r < q else 1
+        if k < lanes:
+            break
+    return -1 if kept < m else 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _count_block(tokens, words, stoks, slen, skeys, masks, lane_bits, every, absent, flat, starts, q0, q1,
+                 counts, damage):
+    """counts[q] += this shard's count of each query q in [q0, q1) (flat[starts[q]:starts[q+1]]); 1 with
+    damage = (code, row, q) at the first damage report (as a single count's search gives), else 0. ``absent``
+    (empty, or one flag per query) marks queries holding a token the shard's dtype cannot hold."""
+    n = tokens.shape[0]
+    ns = slen.shape[0]
+    width = stoks.shape[1]
+    nw = max(skeys.shape[1], 1)
+    lanes = 64 // lane_bits if lane_bits > 0 else 1
+    lane_log = 3 if lanes == 8 else (2 if lanes == 4 else (1 if lanes == 2 else 0))
+    qk = np.zeros((GROUP, nw), dtype=np.uint64)
+    qs = np.empty(GROUP, dtype=np.int64)
+    base = np.empty(GROUP, dtype=np.int64)
+    lo = np.empty(GROUP, dtype=np.int64)
+    hi = np.empty(GROUP, dtype=np.int64)
+    upper = np.empty(GROUP, dtype=np.int64)
+    mhi = np.empty(GROUP, dtype=np.int64)
+    whi = np.empty(GROUP, dtype=np.int64)
+    ptr = np.empty(GROUP, dtype=np.int64)
+    known = np.zeros(GROUP, dtype=np.bool_)
+    for g0 in range(q0, q1, GROUP):
+        k = 0
+        for q in range(g0, min(g0 + GROUP, q1)):
+            if absent.shape[0] == 0 or not absent[q]:
+                qs[k] = q
+                k += 1
+        # 1. The sample: the first row >= pat' (branch-free lower bound, the same number of steps for every
+        # query: Khuong and Morin's layout paper), then the first row > pat' by galloping from it.
+        for i in range(k):
+            s = starts[qs[i]]
+            m = min(starts[qs[i] + 1] - s, width)
+            if lane_bits > 0:
+                for w in range(nw):
+                    qk[i, w] = 0
+                for t in range(m):
+                    shift = np.uint64((lanes - 1 - (t & (lanes - 1))) * lane_bits)
+                    qk[i, t >> lane_log] |= np.uint64(flat[s + t]) << shift
+            base[i] = 0
+        size = ns
+        while size > 1:
+            half = size >> 1
+            nxt = (size - half) >> 1
+            for i in range(k):
+                s = starts[qs[i]]
+                e = starts[qs[i] + 1]
+                j = base[i] + half
+                if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, flat[s:e], qk[i], min(e - s, width)) < 0:
+                    base[i] = j
+                if lane_bits > 0:
+                    prefetch(skeys, (base[i] + nxt) * nw)
+                else:
+                    prefetch(stoks, (base[i] + nxt) * width)
+                prefetch(slen, base[i] + nxt)
+            size -= half
+        for i in range(k):
+            q = qs[i]
+            s, e = starts[q], starts[q + 1]
+            pat = flat[s:e]
+            m = min(e - s, width)
+            if ns == 0:
+                wlo, mlo, mh, wh = np.int64(0), np.int64(n), np.int64(0), np.int64(n)
+            else:
+                a = base[i]
+                if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, a, pat, qk[i], m) < 0:
+                    a += 1
+                b = a
+                if a < ns and _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, a, pat, qk[i], m) <= 0:
+                    step = 1
+                    prev = a
+                    while True:
+                        j = a + step
+                        if j >= ns:
+                            h = ns
+                            break
+                        if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, pat, qk[i], m) > 0:
+                            h = j
+                            break
+                        prev = j
+                        step <<= 1
+                    b = prev + 1
+                    while b < h:
+                        j = (b + h) >> 1
+                        if _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, pat, qk[i], m) <= 0:
+                            b = j + 1
+                        else:
+                            h = j
+                wlo, mlo, mh, wh = _window_of(ns, every, n, a, b, m == e - s)
+            known[i] = mlo < mh
+            lo[i] = wlo
+            hi[i] = mlo if known[i] else wh
+            upper[i] = hi[i]
+            mhi[i] = mh
+            whi[i] = wh
+            if lo[i] < hi[i]:
+                _prefetch_row(words, n, (lo[i] + hi[i]) >> 1)
+        # 2. The first row >= pat inside each window, a level of every query per round: one pass reads the
+        # pointers (prefetched) and prefetches their tokens, the next compares and prefetches the next pointer.
+        while True:
+            busy = False
+            for i in range(k):
+                if lo[i] < hi[i]:
+                    mid = (lo[i] + hi[i]) >> 1
+                    p = sa_at(words, n, mid)
+                    if p >= n:
+                        damage[0], damage[1], damage[2] = BAD_POINTER, mid, qs[i]
+                        return 1
+                    ptr[i] = p
+                    _prefetch_suffix(tokens, words, n, p, starts[qs[i] + 1] - starts[qs[i]])
+                    busy = True
+            if not busy:
+                break
+            for i in range(k):
+                if lo[i] < hi[i]:
+                    mid = (lo[i] + hi[i]) >> 1
+                    c = _cmp(tokens, words, ptr[i], flat[starts[qs[i]]:starts[qs[i] + 1]])
+                    lo[i], hi[i], upper[i], code = _lower_step(c, mid, lo[i], hi[i], upper[i], known[i])
+                    if code != 0:
+                        damage[0], damage[1], damage[2] = code, mid, qs[i]
+                        return 1
+                    if lo[i] < hi[i]:
+                        _prefetch_row(words, n, (lo[i] + hi[i]) >> 1)
+        # 3. The rows the end-of-match search and the checks read first (two before the start, two after):
+        # their pointers are in cache now; prefetch their tokens, then finish each query as a count does.
+        for i in range(k):
+            m = starts[qs[i] + 1] - starts[qs[i]]
+            for row in (lo[i] - 2, lo[i] + 1, lo[i] + 2):
+                if 0 <= row < n:
+                    p = sa_at(words, n, row)
+                    if p < n:
+                        _prefetch_suffix(tokens, words, n, p, m)
+        for i in range(k):
+            q = qs[i]
+            pat = flat[starts[q]:starts[q + 1]]
+            if known[i]:
+                r0, r1 = _finish_known(tokens, words, pat, lo[i], mhi[i], whi[i])
+            else:
+                r0, r1 = _finish_window(tokens, words, pat, lo[i], upper[i])
+            if r0 < 0:
+                damage[0], damage[1], damage[2] = r0, r1, q
+                return 1
+            counts[q] += r1 - r0
+    return 0

@@ -32,12 +32,9 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from .. import files
+from ..prefetch import prefetch
 from ..atomic import save_npy
 from ..digests import ensure_digests
 from ..sql.documents import public_metadata
@@ -151,25 +148,6 @@ def _row_ends(shuffle_idx, sample_idx, doc_idx, sizes, k, max_span):
     return 0, 0, f, a, last, b
 
 
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """``llvm.prefetch`` (read, high locality, data cache) of ``&arr[idx]``; a hint, never a fault."""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False, boundscheck=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @numba.njit(cache=True, inline="always")
 def _piece_bounds(p, f, a, last, b, size):
     """Tokens [s0, s1) of the document at doc_idx position p in a row that runs from (f, a) to (last, b)
@@ -260,7 +238,7 @@ def _rows_kernel(ks, shuffle_idx, sample_idx, doc_idx, sizes, pointers, itemsize
             ahead = i + _PREFETCH_PIECES
             if ahead < total:
                 for c in range(0, min(lengths[ahead], _PREFETCH_TOKENS), 32):
-                    _prefetch(tokens, np.uint64(src[ahead] + c))
+                    prefetch(tokens, np.uint64(src[ahead] + c))
             m = lengths[i]
             a = np.uint64(src[i])
             b = np.uint64(o)

@@ -62,3 +62,23 @@ def test_token_metrics_refuses_labels_outside_the_vocabulary():
     model = GPTNeoX(cfg).eval()
     with pytest.raises(ConfigError, match=r"token ids in \[0, 11\].*vocabulary \[0, 11\)"):
         token_metrics(model, torch.tensor([[0, 11, 3]]))
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_equals_torch_linear(gelu, bias):
+    from torch import nn
+
+    from pile_index.scorer.model import linear
+
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Linear(64, 96, bias=bias).requires_grad_(False)
+    x = torch.randn(2, 5, 64, generator=g)
+    ref = torch.nn.functional.linear(x.double(), layer.weight.double(), None if not bias else layer.bias.double())
+    ref = torch.nn.functional.gelu(ref) if gelu else ref
+    got = linear(x, layer, gelu=gelu)
+    assert got.shape == (2, 5, 96) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=0)
+    layer.requires_grad_(True)  # under autograd: plain torch ops, so backward works
+    linear(x, layer, gelu=gelu).sum().backward()
+    assert layer.weight.grad is not None

@@ -7,11 +7,18 @@ subprocess so that peak memory (``ru_maxrss``: everything the process touched, t
 is measured fairly; both import torch, and the baseline RSS after loading the model is printed too.
 The per-token losses of the two sides are compared (max abs diff).
 
-CPU (default): 70m shape, seq_length 2048, batch 2. On a CUDA device (``--cuda``): model-FLOPs utilisation
-for the 70m, 160m, 410m and 1.4b shapes in bf16, and the same ratio against transformers (bf16, sdpa).
+Rounds alternate the sides (ours, transformers, ours, transformers, ...); round r's ratio is ours in round r
+against transformers in round r, and every round's ratio is printed with min / median / max (a shared
+machine slows single runs, so one good round proves nothing). Ours also reports where its time went
+(attention, MLP, the chunked output projection with its statistics, the rest) and its GFLOP/s against
+the CPU's peak, computed from /proc/cpuinfo (cores x GHz x fp32 FLOPs per cycle of its vector unit).
 
-    python benchmarks/scorer.py --memorization       # CPU, full size (about a minute on 2 cores)
-    python benchmarks/scorer.py --seq-length 256 --repeats 1            # quick
+CPU (default): the 70m shape (seq_length 2048, 2 rows, batch 2) and the 410m shape (hidden 1,024, 24 layers,
+16 heads; 1 row of 2048), fp32. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m,
+410m and 1.4b shapes in bf16, and the same ratio against transformers (bf16, sdpa).
+
+    python benchmarks/scorer.py                                   # CPU, 70m and 410m, 3 rounds (~6 min on 2 cores)
+    python benchmarks/scorer.py --shapes 70m --seq-length 256 --rounds 2          # quick
     python benchmarks/scorer.py --cuda --cuda-shapes 70m,160m,410m,1.4b
 """
 
@@ -21,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +61,31 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def cpu_peak() -> tuple[float, str]:
+    """fp32 peak FLOP/s of this machine's CPUs from /proc/cpuinfo, and the formula used. FLOPs per cycle per
+    core: 2 FMA pipes x fp32 lanes x 2; the lanes are 16 for AVX-512 on Intel, 8 for AVX2/FMA and for
+    AVX-512 on AMD Zen 4 (512-bit instructions run on 256-bit pipes), 4 otherwise. GHz is the clock
+    /proc/cpuinfo reports (a VM's nominal clock: turbo may run above it)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith(name)), "")
+    flags = set(field("flags").split())
+    amd = field("vendor_id") == "AuthenticAMD"
+    if "avx512f" in flags and not amd:
+        lanes, unit = 16, "AVX-512"
+    elif "avx512f" in flags:
+        lanes, unit = 8, "AVX-512 on 256-bit pipes (AMD)"
+    elif {"avx2", "fma"} <= flags:
+        lanes, unit = 8, "AVX2 + FMA"
+    else:
+        lanes, unit = 4, "SSE"
+    cores = len(os.sched_getaffinity(0))
+    ghz = float(field("cpu MHz") or 0) / 1000
+    per_cycle = 2 * lanes * 2
+    peak = cores * ghz * 1e9 * per_cycle
+    return peak, (f"{field('model name') or 'unknown CPU'}: {cores} cores x {ghz:.2f} GHz x {per_cycle} fp32 "
+                  f"FLOP/cycle ({unit}: 2 FMA x {lanes} lanes x 2) = {peak / 1e9:,.0f} GFLOP/s")
+
+
 def write_checkpoint(folder: Path, shape: str, seed: int = 0) -> None:
     """A random-weight Pythia-shaped checkpoint in HF layout (config.json in Pythia's own form)."""
     from safetensors.torch import save_file
@@ -82,13 +115,50 @@ def write_checkpoint(folder: Path, shape: str, seed: int = 0) -> None:
 # ------------------------------------------------------------------------------------------- children
 
 
+class Shares:
+    """Wall time spent in each Attention and MLP module and in the model body, by forward hooks (a few
+    perf_counter calls per layer; the ops are synchronous on CPU)."""
+
+    def __init__(self, net) -> None:
+        self.t = {"attention": 0.0, "mlp": 0.0, "body": 0.0}
+        self._open: dict[str, float] = {}
+        from pile_index.scorer.model import MLP, Attention
+        for m in net.modules():
+            name = "attention" if isinstance(m, Attention) else "mlp" if isinstance(m, MLP) else None
+            if name:
+                self._hook(m, m, name)
+        self._hook(net.gpt_neox.embed_in, net.gpt_neox.final_layer_norm, "body")
+
+    def _hook(self, first, last, name: str) -> None:
+        first.register_forward_pre_hook(lambda *a: self._open.__setitem__(name, time.perf_counter()))
+        last.register_forward_hook(lambda *a: self.t.__setitem__(name, self.t[name] + time.perf_counter()
+                                                                  - self._open[name]))
+
+    def reset(self) -> None:
+        self.t = dict.fromkeys(self.t, 0.0)
+
+
+def gemm_ceiling() -> float:
+    """FLOP/s of one large fp32 GEMM (2,048^3) on this machine now: what the matmul library reaches under
+    the present load, to read ours against (best of 3)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = float("inf")
+    for _ in range(4):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 2048**3 / best
+
+
 def child(args: argparse.Namespace) -> None:
     rows = np.load(args.rows_file)
     dev = torch.device(args.device)
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    shares = None
     if args.side == "ours":
         net, _ = load_model(resolve_checkpoint(args.folder), dev, dtype)
         opts = ScoreOptions(per_token=True, memorization_score=args.memorization, batch_size=args.batch)
+        shares = Shares(net) if dev.type == "cpu" else None
 
         def run(batch: np.ndarray) -> np.ndarray:
             return score_rows(net, batch, opts)["token_nll"]
@@ -112,17 +182,19 @@ def child(args: argparse.Namespace) -> None:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base = rss_kib()
-    run(rows[: args.batch])  # warm-up: kernel selection, allocator
+    run(rows[: args.batch, : min(rows.shape[1], 129)])  # warm-up: kernel selection, numba cache, allocator
     sync()
     best = None
     for _ in range(args.repeats):  # best of N passes: other jobs on a shared machine only ever slow a pass
+        if shares:
+            shares.reset()
         t0, c0 = time.perf_counter(), cpu_seconds()
         nll = np.concatenate([run(rows[i : i + args.batch]) for i in range(0, len(rows), args.batch)])
         sync()
         dt, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         if best is None or dt < best[0]:
-            best = (dt, cpu)
-    dt, cpu = best
+            best = (dt, cpu, dict(shares.t) if shares else None)
+    dt, cpu, t = best
     np.save(args.nll_out, nll)
     result = {
         "seconds": dt, "tokens": int(nll.size), "tokens_per_s": nll.size / dt,
@@ -131,6 +203,11 @@ def child(args: argparse.Namespace) -> None:
         "loaded_rss_mib": base / 1024,
         "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
     }
+    if t:  # head = the chunked output projection with its statistics (all but the body)
+        result["shares"] = {"attention": t["attention"] / dt, "mlp": t["mlp"] / dt,
+                            "output projection + statistics": (dt - t["body"]) / dt,
+                            "rest (embedding, LayerNorms, residuals)": (t["body"] - t["attention"] - t["mlp"]) / dt}
+        result["gemm_ceiling_flops"] = gemm_ceiling()
     print(json.dumps(result))
 
 
@@ -148,62 +225,84 @@ def run_child(side: str, folder: Path, rows_file: Path, nll_out: Path, device: s
 
 # -------------------------------------------------------------------------------------------- parent
 
+NAMES = {"hf": "transformers", "ours": "pile-index", "ours+mem": "pile-index+mem"}
+SHAPE_ROWS = {"70m": (2, 2), "410m": (1, 1)}
+"""CPU rows per pass and batch per shape: a 410m round (both sides) stays near a minute on 2 cores."""
+
+
+def spread(v: list[float]) -> str:
+    return (f"min {min(v):.2f}x / median {statistics.median(v):.2f}x / max {max(v):.2f}x "
+            f"(rounds: {', '.join(f'{x:.2f}' for x in v)})")
+
 
 def compare(shape: str, seq_length: int, n_rows: int, batch: int, device: str, tmp: Path,
-            peak_flops: float | None, with_memorization: bool, repeats: int) -> None:
+            peak: tuple[float, str] | None, with_memorization: bool, repeats: int, rounds: int) -> None:
     cfg = pythia_shape(shape)
     folder = tmp / f"ckpt-{shape}"
     if not folder.exists():
         write_checkpoint(folder, shape)
     rows = np.random.default_rng(0).integers(0, TOKENIZER_VOCAB, (n_rows, seq_length + 1), dtype=np.int64)
-    rows_file = tmp / "rows.npy"
+    rows_file = tmp / f"rows-{shape}.npy"
     np.save(rows_file, rows)
-    res = {}
-    for side in ("hf", "ours"):
-        res[side] = run_child(side, folder, rows_file, tmp / f"nll-{side}.npy", device, batch, repeats)
-    if with_memorization:
-        res["ours+mem"] = run_child("ours", folder, rows_file, tmp / "nll-mem.npy", device, batch, repeats, True)
-    diff = float(np.abs(np.load(tmp / "nll-hf.npy") - np.load(tmp / "nll-ours.npy")).max())
     flops = cfg.forward_flops_per_token(seq_length)
+    peak_flops = peak[0] if peak else None
     print(f"\n== {shape} shape ({cfg.n_params():,} params), seq_length {seq_length:,}, {n_rows} rows per pass, "
-          f"best of {repeats}, batch {batch}, {device}, {'fp32' if device == 'cpu' else 'bf16'}; "
-          f"{flops / 1e6:,.1f} MFLOP/token")
-    print(f"{'side':<16}{'tokens/s':>12}{'tok/CPU-s':>11}{'GFLOP/s':>10}{'MFU':>8}{'peak RSS MiB':>14}"
-          f"{'loaded RSS':>12}{'CUDA peak MiB':>15}")
-    for side, r in res.items():
-        gf = r["tokens_per_s"] * flops / 1e9
-        mfu = f"{100 * gf * 1e9 / peak_flops:.1f}%" if peak_flops else "-"
-        cp = f"{r['cuda_peak_mib']:,.0f}" if r["cuda_peak_mib"] is not None else "-"
-        name = {"hf": "transformers", "ours": "pile-index", "ours+mem": "pile-index+mem"}[side]
-        print(f"{name:<16}{r['tokens_per_s']:>12,.0f}{r['tokens_per_cpu_s']:>11,.0f}{gf:>10,.1f}{mfu:>8}"
-              f"{r['peak_rss_mib']:>14,.0f}"
-              f"{r['loaded_rss_mib']:>12,.0f}{cp:>15}")
-    o, h = res["ours"], res["hf"]
-    mem_ratio = (o["cuda_peak_mib"] / h["cuda_peak_mib"]) if device != "cpu" else o["peak_rss_mib"] / h["peak_rss_mib"]
-    RATIOS[f"scorer_{shape}_{device}_speed_vs_transformers"] = o["tokens_per_s"] / h["tokens_per_s"]
-    RATIOS[f"scorer_{shape}_{device}_peak_memory_vs_transformers"] = mem_ratio
-    print(f"ratio pile-index / transformers: speed {o['tokens_per_s'] / h['tokens_per_s']:.2f}x wall, "
-          f"{o['tokens_per_cpu_s'] / h['tokens_per_cpu_s']:.2f}x per CPU-second, "
-          f"peak memory {mem_ratio:.2f}x; per-token loss max abs diff {diff:.2e}")
+          f"batch {batch}, {rounds} alternating rounds (best of {repeats} passes per run), {device}, "
+          f"{'fp32' if device == 'cpu' else 'bf16'}; {flops / 1e6:,.1f} MFLOP/token", flush=True)
+    print(f"{'round':<7}{'side':<16}{'tokens/s':>10}{'tok/CPU-s':>11}{'GFLOP/s':>9}{'of peak':>9}"
+          f"{'peak RSS MiB':>14}{'loaded RSS':>12}{'CUDA peak MiB':>15}", flush=True)
+    speed, mem, diffs, share_rounds, ceilings = [], [], [], [], []
+    for r in range(rounds):
+        res = {}
+        for side in ("ours", "hf"):  # alternating: ours, transformers, ours, transformers, ...
+            res[side] = run_child(side, folder, rows_file, tmp / f"nll-{side}.npy", device, batch, repeats)
+        if with_memorization:
+            res["ours+mem"] = run_child("ours", folder, rows_file, tmp / "nll-mem.npy", device, batch, repeats, True)
+        diffs.append(float(np.abs(np.load(tmp / "nll-hf.npy") - np.load(tmp / "nll-ours.npy")).max()))
+        for side, x in res.items():
+            gf = x["tokens_per_s"] * flops / 1e9
+            of_peak = f"{100 * gf * 1e9 / peak_flops:.1f}%" if peak_flops else "-"
+            cp = f"{x['cuda_peak_mib']:,.0f}" if x["cuda_peak_mib"] is not None else "-"
+            print(f"{r + 1:<7}{NAMES[side]:<16}{x['tokens_per_s']:>10,.1f}{x['tokens_per_cpu_s']:>11,.1f}{gf:>9,.1f}"
+                  f"{of_peak:>9}{x['peak_rss_mib']:>14,.0f}{x['loaded_rss_mib']:>12,.0f}{cp:>15}", flush=True)
+        o, h = res["ours"], res["hf"]
+        speed.append(o["tokens_per_s"] / h["tokens_per_s"])
+        mem.append(o["cuda_peak_mib"] / h["cuda_peak_mib"] if device != "cpu" else o["peak_rss_mib"] / h["peak_rss_mib"])
+        if "shares" in o:
+            share_rounds.append(o["shares"])
+            ceilings.append(o["gemm_ceiling_flops"])
+    RATIOS[f"scorer_{shape}_{device}_speed_vs_transformers"] = speed
+    RATIOS[f"scorer_{shape}_{device}_peak_memory_vs_transformers"] = mem
+    print(f"speed pile-index / transformers: {spread(speed)}")
+    print(f"peak memory pile-index / transformers: {spread(mem)}")
+    print(f"per-token loss max abs diff: {max(diffs):.2e}")
+    if share_rounds:
+        keys = list(share_rounds[0])
+        print("pile-index time shares (min / median / max over rounds): " + "; ".join(
+            f"{k} {100 * min(d[k] for d in share_rounds):.0f} / {100 * statistics.median(d[k] for d in share_rounds):.0f}"
+            f" / {100 * max(d[k] for d in share_rounds):.0f}%" for k in keys))
+        print(f"one 2,048^3 fp32 GEMM in the same runs: {', '.join(f'{c / 1e9:,.0f}' for c in ceilings)} GFLOP/s")
 
 
-RATIOS: dict[str, float] = {}  # name -> ours against its baseline, for --json
+RATIOS: dict[str, list[float]] = {}  # name -> ours against its baseline, one value per round, for --json
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="70m", help="Pythia shape for the CPU comparison (default 70m)")
+    ap.add_argument("--shapes", default="70m,410m", help="Pythia shapes for the CPU comparison (default 70m,410m)")
     ap.add_argument("--seq-length", type=int, default=2048, help="tokens per row, excluding the label shift")
-    ap.add_argument("--rows", type=int, default=2, help="rows timed per pass (after one warm-up batch)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes per side; the best one counts")
-    ap.add_argument("--batch", type=int, default=2, help="rows per forward pass")
+    ap.add_argument("--rows", type=int, default=None, help="rows timed per pass (default per shape: 70m 2, 410m 1)")
+    ap.add_argument("--batch", type=int, default=None, help="rows per forward pass (default per shape: 70m 2, 410m 1)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (ours, transformers) per shape")
+    ap.add_argument("--repeats", type=int, default=1, help="timed passes per run; the best one counts")
     ap.add_argument("--memorization", action="store_true", help="also time ours with the greedy memorization score")
+    ap.add_argument("--peak-gflops", type=float, default=None, help="CPU fp32 peak (default: from /proc/cpuinfo)")
     ap.add_argument("--cuda", action="store_true", help="run the CUDA comparison (MFU) instead of the CPU one")
     ap.add_argument("--cuda-shapes", default="70m,160m,410m,1.4b")
     ap.add_argument("--cuda-rows", type=int, default=64)
     ap.add_argument("--cuda-batch", type=int, default=16)
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="device bf16 dense peak (H100 SXM: 989)")
-    ap.add_argument("--json", action="store_true", help='print {"ratios": {...}} as the last line')
+    ap.add_argument("--json", action="store_true", help='print {"ratios": {...}, "targets": {...}} as the last line')
     # child mode (internal)
     ap.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
@@ -214,19 +313,26 @@ def main() -> None:
     if args.child:
         args.side = args.child
         return child(args)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.rounds < 1:
+        raise SystemExit("--rounds: expected >= 1")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="pile-index-bench-") as d:
         tmp = Path(d)
         if args.cuda:
             if not torch.cuda.is_available():
                 raise SystemExit("--cuda: no CUDA device visible to torch")
             print(torch.cuda.get_device_name())
+            peak = (args.peak_tflops * 1e12, f"{args.peak_tflops:,.0f} TFLOP/s bf16 dense (--peak-tflops)")
             for shape in args.cuda_shapes.split(","):
-                compare(shape, args.seq_length, args.cuda_rows, args.cuda_batch, "cuda", tmp,
-                        args.peak_tflops * 1e12, args.memorization, args.repeats)
+                compare(shape, args.seq_length, args.cuda_rows, args.cuda_batch, "cuda", tmp, peak,
+                        args.memorization, args.repeats, args.rounds)
         else:
-            compare(args.shape, args.seq_length, args.rows, args.batch, "cpu", tmp, None, args.memorization,
-                    args.repeats)
+            peak = cpu_peak() if args.peak_gflops is None else (args.peak_gflops * 1e9, "--peak-gflops")
+            print(f"CPU peak: {peak[1]}")
+            for shape in args.shapes.split(","):
+                n_rows, batch = SHAPE_ROWS.get(shape, (1, 1))
+                compare(shape, args.seq_length, args.rows or n_rows, args.batch or batch, "cpu", tmp, peak,
+                        args.memorization, args.repeats, args.rounds)
     if args.json:
         print(json.dumps({"ratios": RATIOS, "targets": {k: ">= 1.0" if "speed" in k else "<= 0.5" for k in RATIOS}}))
 

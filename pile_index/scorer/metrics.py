@@ -21,7 +21,9 @@ forbids one token during decoding (their code set a minimum length, which bans E
 
 The output projection and the log-softmax run over chunks of positions: at most ``logits_chunk_elems``
 logits (fp32) exist at a time, never (batch, seq, vocab). On CUDA the projection runs in the model's
-dtype (bf16/fp16) and everything after it in fp32; the log-sum-exp is always fp32.
+dtype (bf16/fp16) and everything after it in fp32; the log-sum-exp is always fp32. On CPU the statistics of
+a chunk come from one fused kernel (:func:`.kernels.logit_stats`: one read of the chunk instead of about 12
+torch passes, and no second buffer); on CUDA from torch ops over the chunk.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from .kernels import logit_stats
 from .model import GPTNeoX, KVCache
 
 MEM_PREFIX = 32
@@ -58,19 +61,22 @@ def token_metrics(model: GPTNeoX, rows: torch.Tensor, *, logits_chunk_elems: int
                   argmax_window: tuple[int, int] | None = None, with_rank: bool = True) -> TokenMetrics:
     """nll, rank and entropy of every label of ``rows`` (B, L+1) in one forward pass.
 
-    ``logits_chunk_elems`` bounds the logits held at once (plus one fp32 buffer of the same size).
+    ``logits_chunk_elems`` bounds the logits held at once (on CUDA plus one fp32 buffer of the same size).
     ``argmax_window`` = (a, b) also returns the argmax token at positions a..b-1 (for ``memorized``).
-    ``with_rank=False`` skips the full rank count (one compare pass and one sum pass over the logits): the
-    rank is then only known to be 0 or not (``rank`` holds 0 where the label is a maximum, 1 elsewhere),
-    which is all the per-row accuracy needs.
+    ``with_rank=False`` gives the rank only as 0 or not (``rank`` holds 0 where the label is a maximum, 1
+    elsewhere), which is all the per-row accuracy needs; on CUDA it skips the full count (one compare pass
+    and one sum pass over the logits), on CPU the fused kernel counts anyway at no extra pass.
     """
     if rows.dim() != 2 or rows.shape[1] < 2:
         raise ConfigError(f"rows of shape {list(rows.shape)}: expected (batch, seq_length + 1) with seq_length >= 1")
     rows = rows.long()
     inputs, labels = rows[:, :-1], rows[:, 1:]  # (B, T) each
     B, T = inputs.shape
-    h = model.hidden(inputs)  # (B, T, d)
     V = model.config.vocab_size
+    if int(rows.min()) < 0 or int(rows.max()) >= V:
+        raise ConfigError(f"rows hold token ids in [{int(rows.min()):,}, {int(rows.max()):,}], outside the "
+                          f"model's vocabulary [0, {V:,})")
+    h = model.hidden(inputs)  # (B, T, d)
     step = max(1, logits_chunk_elems // (B * V))  # positions per chunk
     dev = rows.device
     nll = torch.empty(B, T, dtype=torch.float32, device=dev)
@@ -80,14 +86,16 @@ def token_metrics(model: GPTNeoX, rows: torch.Tensor, *, logits_chunk_elems: int
     if argmax_window is not None:
         a, b = argmax_window
         win = torch.empty(B, b - a, dtype=torch.int64, device=dev)
-    # Buffers reused by every chunk: fresh 64 MiB tensors per chunk cost page faults on CPU (glibc maps big
-    # blocks anew each time). p_buf holds the rank mask (as 0/1 floats), then the exp of the logits.
-    n_buf = B * min(step, T) * V
-    p_buf = torch.empty(n_buf, dtype=torch.float32, device=dev)
     w_out = model.embed_out.weight  # (V, d)
     fp32 = w_out.dtype == torch.float32
+    n_buf = B * min(step, T) * V
+    # Buffers reused by every chunk: fresh 64 MiB tensors per chunk cost page faults on CPU (glibc maps big
+    # blocks anew each time).
     logits_buf = torch.empty(n_buf, dtype=torch.float32, device=dev) if fp32 else None
-    ones = torch.ones(V, 1, dtype=torch.float32, device=dev) if with_rank else None
+    fused = dev.type == "cpu"
+    if not fused:  # p_buf holds the rank mask (as 0/1 floats), then the exp of the logits
+        p_buf = torch.empty(n_buf, dtype=torch.float32, device=dev)
+        ones = torch.ones(V, 1, dtype=torch.float32, device=dev) if with_rank else None
     for s in range(0, T, step):
         e = min(T, s + step)
         c = e - s
@@ -98,10 +106,21 @@ def token_metrics(model: GPTNeoX, rows: torch.Tensor, *, logits_chunk_elems: int
             logits = torch.mm(hc, w_out.t(), out=logits_buf[: B * c * V].view(B * c, V)).view(B, c, V)
         else:  # bf16/fp16 matmul, fp32 statistics from here on
             logits = torch.mm(hc, w_out.t()).float().view(B, c, V)
-        target = logits.gather(-1, labels[:, s:e, None])  # (B, c, 1)
         if win is not None and s < b and e > a:
             lo, hi = max(s, a), min(e, b)
             win[:, lo - a : hi - a] = logits[:, lo - s : hi - s].argmax(-1)
+        if fused:
+            st_nll = torch.empty(B * c, dtype=torch.float32)
+            st_rank = torch.empty(B * c, dtype=torch.int32)
+            st_ent = torch.empty(B * c, dtype=torch.float32)
+            logit_stats(logits.view(B * c, V).numpy(), labels[:, s:e].reshape(-1).numpy(),
+                        st_nll.numpy(), st_rank.numpy(), st_ent.numpy())
+            nll[:, s:e] = st_nll.view(B, c)
+            rank[:, s:e] = st_rank.view(B, c) if with_rank else st_rank.view(B, c).clamp(max=1)
+            entropy[:, s:e] = st_ent.view(B, c)
+            del logits
+            continue
+        target = logits.gather(-1, labels[:, s:e, None])  # (B, c, 1)
         m = logits.amax(-1, keepdim=True)  # (B, c, 1)
         p = p_buf[: B * c * V].view(B, c, V)
         if with_rank:

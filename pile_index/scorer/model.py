@@ -265,6 +265,21 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
 
 
+_ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)``, then the exact (erf) GELU when ``gelu``. On CPU in fp32 without autograd, through oneDNN's
+    matmul with bias and GELU fused in (one pass over the output instead of three): on the 2-core AMD EPYC
+    (Zen 4) box the 70m body took 3.25-3.33 CPU-s per 2 x 2,048 tokens against 3.9-4.3 s through MKL's addmm
+    plus gelu, per-token losses equal to transformers' within the same 1.9e-6. Elsewhere: ``F.linear``."""
+    if (_ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and layer.weight.dtype == torch.float32 and not (torch.is_grad_enabled() and layer.weight.requires_grad)):
+        return _ONEDNN_LINEAR(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    y = F.linear(x, layer.weight, layer.bias)
+    return F.gelu(y) if gelu else y
+
+
 class KVCache:
     """Keys and values of the positions seen so far, per layer, for greedy decoding."""
 
@@ -284,7 +299,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, d = x.shape
-        qkv = self.query_key_value(x).view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, H, T, 3hd)
+        qkv = linear(x, self.query_key_value).view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, H, T, 3hd)
         q, k, v = qkv.split(self.head_dim, dim=-1)  # each (B, H, T, hd)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         past = 0
@@ -302,7 +317,7 @@ class Attention(nn.Module):
             keep = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=self.head_dim**-0.5)
         y = y.transpose(1, 2).reshape(B, T, d)  # (B, T, d)
-        return self.dense(y)
+        return linear(y, self.dense)
 
 
 class MLP(nn.Module):
@@ -312,7 +327,7 @@ class MLP(nn.Module):
         self.dense_4h_to_h = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x)))  # exact erf GELU, as Pythia was trained
+        return linear(linear(x, self.dense_h_to_4h, gelu=True), self.dense_4h_to_h)  # exact erf GELU, as Pythia was trained
 
 
 class Block(nn.Module):
@@ -378,5 +393,5 @@ def expected_shapes(cfg: GPTNeoXConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-__all__ = ["PYTHIA_SHAPES", "GPTNeoX", "GPTNeoXConfig", "KVCache", "apply_rotary", "expected_shapes", "pythia_shape",
-           "rotary_tables"]
+__all__ = ["PYTHIA_SHAPES", "GPTNeoX", "GPTNeoXConfig", "KVCache", "apply_rotary", "expected_shapes", "linear",
+           "pythia_shape", "rotary_tables"]

@@ -339,3 +339,49 @@ def test_revisions_online_ask_the_hub_once(hub_cache, monkeypatch):
         resolve_revisions(MODEL_ID, ["step1000", "step4000", "step9"])
     with pytest.raises(NotFoundError, match=rf"^offline or not found: {MODEL_ID}@step4000 \(ConnectError\)"):
         resolve_revisions(MODEL_ID, ["step4000"])
+
+
+def test_safetensors_reader_equals_the_safetensors_library_and_owns_its_memory(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from pile_index.scorer.checkpoint import _read_weight_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"f32": torch.randn(3, 5, generator=g), "bf16": torch.randn(7, generator=g).bfloat16(),
+               "f16": torch.randn(2, 2, generator=g).half(), "i64": torch.arange(4), "scalar": torch.tensor(2.5),
+               "empty": torch.zeros(0, 3), "flag": torch.tensor([True, False])}
+    save_file(tensors, str(tmp_path / "w.safetensors"), metadata={"format": "pt"})
+    got, mapped = _read_weight_file(tmp_path / "w.safetensors")
+    ref = load_file(str(tmp_path / "w.safetensors"))
+    assert not mapped and got.keys() == ref.keys()
+    for k in ref:
+        assert got[k].dtype == ref[k].dtype and torch.equal(got[k], ref[k]), k
+    assert got["f32"].data_ptr() % 64 == 0  # torch's own allocation: aligned for the matmul kernels
+
+
+def test_damaged_safetensors_files_are_named_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    from pile_index.errors import FormatError
+    from pile_index.scorer.checkpoint import _read_weight_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"a": torch.ones(100), "b": torch.ones(3)}, str(path))
+    data = path.read_bytes()
+    cases = {
+        "short": (data[:5], r"5 bytes: shorter than the 8-byte header length"),
+        "truncated": (data[:-8], r"tensor [ab]: offsets .* do not hold .* within the 404 data bytes"),
+        "header": ((10**9).to_bytes(8, "little") + data[8:], r"header length 1,000,000,000 does not fit"),
+        "json": (data[:8] + b"x" + data[9:], r"header is not JSON"),
+    }
+    for name, (blob, why) in cases.items():
+        path.write_bytes(blob)
+        with pytest.raises(FormatError, match=rf"model.safetensors: not a readable safetensors file \(.*{why}"):
+            _read_weight_file(path)
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header["a"]["dtype"] = "F8_E4M3"
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n :])
+    with pytest.raises(FormatError, match=r"tensor a: entry .* is not a known dtype"):
+        _read_weight_file(path)

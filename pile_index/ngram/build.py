@@ -25,6 +25,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,12 @@ log = logging.getLogger(__package__)  # one logger per package: log lines name t
 
 MIN_MEMORY = 1024  # bytes: the smallest budget (tests use a few KB to force many parts and merge passes)
 SAMPLE_BLOCK_BYTES = 64 << 20  # tokens read at a time while the sample is gathered
+MAX_THREADS = 4  # parts sorted at once by default: each gets memory / threads, so more means more runs to merge
+
+
+def default_threads() -> int:
+    """Parts sorted at once when a shard needs several: the CPUs, at most ``MAX_THREADS``."""
+    return max(1, min(MAX_THREADS, os.cpu_count() or 1))
 
 
 def default_memory() -> int:
@@ -289,10 +296,15 @@ class _ShardBuild:
     """One format-3 shard: its parts, its merge tree, the markers that say which runs are done."""
 
     def __init__(self, store: TokenStore, folder: Path, i: int, spec: ShardSpec, want: dict[str, Any],
-                 memory: int, every: int, width: int, rss_limit: int):
+                 memory: int, every: int, width: int, rss_limit: int, threads: int | None = None):
         self.store, self.folder, self.i, self.spec, self.want = store, folder, i, spec, want
         self.every, self.width, self.rss_limit = every, width, rss_limit
         self.parts = plan_parts(store, spec, memory)
+        # A shard that fits in one part is sorted whole; else its parts are sorted ``threads`` at a time, each
+        # within memory / threads (the part plan, and so the run markers, depend on it; the shard does not).
+        self.threads = 1 if len(self.parts) == 1 else max(1, default_threads() if threads is None else threads)
+        if self.threads > 1:
+            self.parts = plan_parts(store, spec, memory // self.threads)
         self.fan_in, self.buffer_rows = merge_plan(memory)
         self.levels = merge_tree(len(self.parts), self.fan_in)
         self.children: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -350,17 +362,14 @@ class _ShardBuild:
             return None
         t0 = time.perf_counter()
         if node not in self.children:  # a part: SA-IS in RAM
-            lo, hi = self.parts[node[0]]
-            raw = part_suffix_array(self.store, self.spec, lo, hi)
             if is_root:
-                return self._write_shard(chunks_of(raw, self.buffer_rows))
-            self.build_dir.mkdir(exist_ok=True)
-            write_run(self.run_path(node), chunks_of(raw, self.buffer_rows))
-            self.mark_run(node)
-            log.info("ngram shard %d part %d/%d: %s tokens sorted in %.1f s", self.i, node[0] + 1, len(self.parts),
-                     f"{self.rows(node):,}", time.perf_counter() - t0)
+                lo, hi = self.parts[node[0]]
+                return self._write_shard(chunks_of(part_suffix_array(self.store, self.spec, lo, hi),
+                                                   self.buffer_rows))
+            self.sort_part(node)
             return None
         kids = self.children[node]
+        self.sort_parts([c for c in kids if c not in self.children and not self.run_done(c)])
         for c in kids:
             self.ensure(c)
         tokens = mapped_tokens(self.store, self.spec)
@@ -378,6 +387,29 @@ class _ShardBuild:
                  node[1] - 1, len(kids), f"{self.rows(node):,}", time.perf_counter() - t0)
         return digests
 
+    def sort_part(self, node: tuple[int, int]) -> None:
+        """Sort one part in RAM and write its run and marker (the SA-IS kernels release the GIL, so parts sort
+        in parallel threads)."""
+        t0 = time.perf_counter()
+        lo, hi = self.parts[node[0]]
+        sorted_part = part_suffix_array(self.store, self.spec, lo, hi)
+        self.build_dir.mkdir(exist_ok=True)
+        write_run(self.run_path(node), chunks_of(sorted_part, self.buffer_rows))
+        del sorted_part
+        self.mark_run(node)
+        log.info("ngram shard %d part %d/%d: %s tokens sorted in %.1f s", self.i, node[0] + 1, len(self.parts),
+                 f"{self.rows(node):,}", time.perf_counter() - t0)
+
+    def sort_parts(self, leaves: list[tuple[int, int]]) -> None:
+        """Sort these parts, ``threads`` at a time."""
+        if self.threads == 1 or len(leaves) <= 1:
+            for leaf in leaves:
+                self.sort_part(leaf)
+            return
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="ngram-part") as pool:
+            for f in [pool.submit(self.sort_part, leaf) for leaf in leaves]:
+                f.result()  # re-raises a part's error here
+
     def _write_shard(self, chunks: Any) -> dict[str, str]:
         return write_shard(shard_path(self.folder, self.i), shard_path(self.folder, self.i, ".sample"), self.store,
                            self.spec, chunks, self.every, self.width, self.block_tokens)
@@ -391,7 +423,7 @@ def _part_task(prefixes: list[str], spec: ShardSpec, lo: int, hi: int, path: str
 
 
 def _build_bounded(store: TokenStore, folder: Path, memory: int, every: int, width: int, progress: bool,
-                   ray_address: str | None, ray_num_cpus: int | None) -> dict[str, Any]:
+                   ray_address: str | None, ray_num_cpus: int | None, threads: int | None = None) -> dict[str, Any]:
     """Format 3: build the missing shards within ``memory``; return the manifest."""
     fp = store.fingerprint()
     specs = plan_shards(store, MAX_SHARD_TOKENS_V3, MAX_SHARD_TOKENS_V3)
@@ -410,15 +442,17 @@ def _build_bounded(store: TokenStore, folder: Path, memory: int, every: int, wid
         if digests is not None:
             entries[i].update(digests)
             continue
-        builds.append((i, _ShardBuild(store, folder, i, spec, want, memory, every, width, rss_limit), marker, want))
+        builds.append((i, _ShardBuild(store, folder, i, spec, want, memory, every, width, rss_limit, threads), marker,
+                       want))
     if ray_address:
         jobs = [(_part_task, (store.prefixes, b.spec, *b.parts[leaf[0]], str(b.run_path(leaf)), b.buffer_rows),
                  (b, leaf)) for _, b, _, _ in builds if len(b.parts) > 1 for leaf in b.leaves_to_build()]
         _run_on_ray(jobs, lambda key, rows: key[0].mark_run(key[1]), ray_address, ray_num_cpus)
     for i, b, marker, want in _bar(builds, progress, "ngram shards", "shard"):
         t0 = time.perf_counter()
-        log.info("ngram shard %d/%d: %s tokens in %d parts, merged %d runs at a time (%d passes)", i + 1,
-                 len(specs), f"{b.spec.n_tokens:,}", len(b.parts), b.fan_in, len(b.levels) - 1)
+        log.info("ngram shard %d/%d: %s tokens in %d parts (%d sorted at once), merged %d runs at a time (%d "
+                 "passes)", i + 1, len(specs), f"{b.spec.n_tokens:,}", len(b.parts), b.threads, b.fan_in,
+                 len(b.levels) - 1)
         digests = b.ensure()
         if digests is None:  # the root always writes the shard: a None here is a bug, never a silent skip
             raise RuntimeError(f"shard {i}: the merge's root returned no digests")
@@ -450,13 +484,16 @@ def build_index(
     memory: int | None = None,
     sample_every: int = DEFAULT_SAMPLE_EVERY,
     sample_tokens: int = DEFAULT_SAMPLE_TOKENS,
+    threads: int | None = None,
 ) -> Path:
     """Build (or resume building) the n-gram index of ``store``; return its folder.
 
     Without ``shard_tokens``: format 3, one shard per ``.bin`` part, sorted within ``memory`` bytes (default
     :func:`default_memory`), with a sample of every ``sample_every``-th row's first ``sample_tokens`` tokens.
     With ``shard_tokens``: format 2, shards of at most that many tokens. Finished shards (and, in format 3,
-    finished runs) are kept; the manifest is written last. With ``ray_address`` ("local", "auto" or a
+    finished runs) are kept; the manifest is written last. A format-3 shard too large for one part is cut
+    into parts of ``memory / threads`` bytes sorted ``threads`` at a time (default :func:`default_threads`);
+    the files are the same bytes for any ``memory`` and ``threads``. With ``ray_address`` ("local", "auto" or a
     cluster address) the shards (format 2) or parts (format 3) are Ray tasks (each worker opens the store by
     its prefixes, so the store must be on a filesystem every worker sees); the files are the same bytes as a
     single-process build.
@@ -480,7 +517,9 @@ def build_index(
             raise ConfigError(f"sample_tokens={sample_tokens:,}: expected 1..255 tokens per sample row")
         folder.mkdir(parents=True, exist_ok=True)
         log.info("ngram build: memory budget %s bytes (%.2f GB)", f"{memory:,}", memory / 1e9)
+        if threads is not None and not 1 <= threads <= 1024:
+            raise ConfigError(f"threads={threads:,}: expected 1..1,024 parts sorted at once")
         manifest = _build_bounded(store, folder, memory, sample_every, sample_tokens, progress, ray_address,
-                                  ray_num_cpus)
+                                  ray_num_cpus, threads)
     write_bytes(ngram_manifest_path(folder), json.dumps(manifest, indent=1).encode())
     return folder

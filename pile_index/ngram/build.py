@@ -6,9 +6,11 @@ tokens, :mod:`.layout`). Each shard's items are cut into parts that fit ``memory
 at a time, pass after pass, the last pass writing the shard file and its sample. Every run has a completion
 marker (``build/shard-NNNNN-parts-AAAAA-BBBBB.run.json``, written after its file and before its inputs are
 deleted), so a killed build resumes at the runs it had not finished; with ``ray_address`` the parts are
-Ray tasks (the driver writes the markers) and the merges run in the driver. Peak RSS: ``memory`` plus the
-interpreter and numba (~300 MB) — parts are read from the ``.bin`` into RAM, the merge's token pages are
-unmapped when RSS reaches the budget, digests are streamed by reads.
+Ray tasks (the driver writes the markers) and the merges run in the driver; without Ray, the parts are sorted
+``threads`` at a time (each within ``memory / threads``) and the last merge pass is cut into ``threads``
+merges of consecutive rows. Peak RSS: ``memory`` plus the interpreter and numba (~200 MB) — parts are read
+from the ``.bin`` into RAM, the merge's token pages are unmapped when RSS reaches the budget, digests are
+streamed by reads.
 
 **Format 2** (``shard_tokens`` given): shards of at most ``shard_tokens`` tokens, each sorted in RAM (~22
 bytes a token), as every index before issue 12 was; kept for comparisons and small stores.
@@ -43,7 +45,7 @@ from .layout import (DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_TOKENS, DIGEST_KEYS, F
                      index_dir, item_starts, mapped_tokens, plan_shards, sample_rows, shard_path,
                      shard_slice, shard_token_start, tokens_digest)
 from .merge import (PART_BYTES_PER_ITEM, PART_BYTES_PER_TOKEN, MAX_BUFFER_ROWS, MAX_FAN_IN, _rss_bytes, chunks_of,
-                    merge_runs, part_suffix_array, remove_quietly, write_run, write_shard)
+                    merge_runs, part_suffix_array, remove_quietly, split_runs, write_run, write_shard)
 from .suffix_array import _INT32_MAX_SYMBOLS, suffix_array
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
@@ -364,8 +366,8 @@ class _ShardBuild:
         if node not in self.children:  # a part: SA-IS in RAM
             if is_root:
                 lo, hi = self.parts[node[0]]
-                return self._write_shard(chunks_of(part_suffix_array(self.store, self.spec, lo, hi),
-                                                   self.buffer_rows))
+                return self._write_shard([(0, chunks_of(part_suffix_array(self.store, self.spec, lo, hi),
+                                                        self.buffer_rows))])
             self.sort_part(node)
             return None
         kids = self.children[node]
@@ -374,11 +376,15 @@ class _ShardBuild:
             self.ensure(c)
         tokens = mapped_tokens(self.store, self.spec)
         starts = item_starts(self.store, self.spec)
-        chunks = merge_runs(tokens, starts, [self.run_path(c) for c in kids], self.buffer_rows, self.rss_limit)
-        if is_root:
-            digests = self._write_shard(chunks)
+        runs = [self.run_path(c) for c in kids]
+        if is_root:  # the last pass: cut into ``threads`` merges of consecutive rows, written at once
+            rows = max(64, self.buffer_rows // self.threads)
+            pieces = split_runs(tokens, starts, runs, self.threads) if self.threads > 1 else [None]
+            digests = self._write_shard([(sum(lo for lo, _ in piece) if piece else 0,
+                                          merge_runs(tokens, starts, runs, rows, self.rss_limit, piece))
+                                         for piece in pieces])
         else:
-            write_run(self.run_path(node), chunks)
+            write_run(self.run_path(node), merge_runs(tokens, starts, runs, self.buffer_rows, self.rss_limit))
             self.mark_run(node)
             digests = None
         for c in kids:
@@ -410,9 +416,9 @@ class _ShardBuild:
             for f in [pool.submit(self.sort_part, leaf) for leaf in leaves]:
                 f.result()  # re-raises a part's error here
 
-    def _write_shard(self, chunks: Any) -> dict[str, str]:
+    def _write_shard(self, pieces: list[tuple[int, Any]]) -> dict[str, str]:
         return write_shard(shard_path(self.folder, self.i), shard_path(self.folder, self.i, ".sample"), self.store,
-                           self.spec, chunks, self.every, self.width, self.block_tokens)
+                           self.spec, pieces, self.every, self.width, self.block_tokens)
 
 
 def _part_task(prefixes: list[str], spec: ShardSpec, lo: int, hi: int, path: str, rows: int) -> int:

@@ -14,7 +14,12 @@ Runs on disk are 5-byte little-endian shard-local token positions (:mod:`.layout
 one buffer of each input run and a binary heap of their heads; the Python driver refills a buffer when the
 kernel asks and writes the output buffer when it is full, so the merge's memory is its buffers, the shard's
 item starts (8 bytes an item) and the token pages it touches (given back to the page cache when the
-process's RSS passes the budget). Comparisons read tokens through a memmap and are bounded by item length
+process's RSS passes the budget). Each run's next rows are decoded a batch at a time with their item ends
+and a key (their first 8 tokens, for 2-byte ids, packed big-endian into two integers), so the token reads
+overlap and the heap compares integers, reading tokens only on equal keys; the kernels compile without
+reference counting (``_nrt=False``: a call or a row view that counts references costs two atomic operations,
+which was most of a row's ~250 ns). The last pass can be cut by :func:`split_runs` into merges of
+consecutive rows that run on threads, each writing its own range of the shard file. Comparisons read tokens through a memmap and are bounded by item length
 (a document duplicated ``d`` times costs ``O(d * len^2)`` token comparisons, as in any suffix merge).
 
 Memory model (measured; see README "n-gram index"): a part of ``n`` tokens and ``P`` items needs
@@ -27,6 +32,7 @@ import hashlib
 import mmap
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -43,6 +49,7 @@ PART_BYTES_PER_TOKEN = 11  # SA-IS measured at 10.6 B/token (T and SA int32, a t
 PART_BYTES_PER_ITEM = 44  # its separator symbol (~11 B), SA-IS bucket arrays (3 x int64) and its item start
 MAX_FAN_IN = 64  # runs merged at once (one open file and one buffer each)
 MAX_BUFFER_ROWS = 1 << 20  # 5 MB of pointers per run buffer: large sequential reads, few kernel calls
+READBACK_BYTES = 64 << 20  # a parallel merge's later pieces are hashed this many bytes at a time
 BATCH_ROWS = 1024  # rows of a run decoded ahead with their keys (40 B each): their token reads overlap
 
 
@@ -265,6 +272,12 @@ def _item_end(starts, first, S, p):
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
+def _row_less(tokens, starts, first, S, p, q):
+    """Whether the suffix at p sorts before the one at q."""
+    return _less(tokens, p, _item_end(starts, first, S, p), q, _item_end(starts, first, S, q), 0)
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def _fill_batch(tokens, starts, first, S, bufs, buf_len, buf_pos, r, bat, bkey, bcnt, bcur, W, bits):
     """Decode run r's next rows (up to a batch) with their item ends and keys. The rows are independent, so
     their token reads overlap (~6 ns a row, against ~100 ns for a read on the merge's critical path)."""
@@ -302,7 +315,8 @@ def _has_next(buf_len, buf_pos, bcnt, bcur, r):
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt, bcur, W, bits):
+def _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt, bcur,
+               W, bits):
     """Run r's next row becomes its head (a row of its batch, the batch refilled from its buffer when done)."""
     if bcur[r] == bcnt[r]:
         _fill_batch(tokens, starts, first, S, bufs, buf_len, buf_pos, r, bat, bkey, bcnt, bcur, W, bits)
@@ -316,13 +330,13 @@ def _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, 
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
-def _merge_init(tokens, starts, first, S, bufs, buf_len, buf_pos, heap, state, hpos, hend, hkey, hlen, bat, bkey, bcnt, bcur,
-                W, bits):
+def _merge_init(tokens, starts, first, S, bufs, buf_len, buf_pos, heap, state, hpos, hend, hkey, hlen, bat, bkey,
+                bcnt, bcur, W, bits):
     size = 0
     for r in range(bufs.shape[0]):
         if _has_next(buf_len, buf_pos, bcnt, bcur, r):
-            _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt, bcur, W,
-                       bits)
+            _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt,
+                       bcur, W, bits)
             heap[size] = r
             size += 1
     state[0] = size
@@ -331,8 +345,8 @@ def _merge_init(tokens, starts, first, S, bufs, buf_len, buf_pos, heap, state, h
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
-def _merge(tokens, starts, first, S, bufs, buf_len, buf_pos, eof, heap, state, hpos, hend, hkey, hlen, bat, bkey, bcnt, bcur,
-           W, bits, pending, out):
+def _merge(tokens, starts, first, S, bufs, buf_len, buf_pos, eof, heap, state, hpos, hend, hkey, hlen, bat, bkey,
+           bcnt, bcur, W, bits, pending, out):
     """Merge into ``out`` (5-byte rows) until it is full (returns (rows, -1)), the runs are done (rows, -2), or
     run r's buffer must be refilled first (rows, r; call again with pending = r after refilling)."""
     size = state[0]
@@ -341,8 +355,8 @@ def _merge(tokens, starts, first, S, bufs, buf_len, buf_pos, eof, heap, state, h
     if pending >= 0:  # the top's run was refilled (or found empty): put its next head in place
         r = heap[0]
         if _has_next(buf_len, buf_pos, bcnt, bcur, r):
-            _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt, bcur, W,
-                       bits)
+            _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt,
+                       bcur, W, bits)
         else:
             size -= 1
             heap[0] = heap[size]
@@ -358,8 +372,8 @@ def _merge(tokens, starts, first, S, bufs, buf_len, buf_pos, eof, heap, state, h
         _put5(out, k, hpos[r])
         k += 1
         if _has_next(buf_len, buf_pos, bcnt, bcur, r):
-            _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt, bcur, W,
-                       bits)
+            _load_head(tokens, starts, first, S, bufs, buf_len, buf_pos, r, hpos, hend, hkey, hlen, bat, bkey, bcnt,
+                       bcur, W, bits)
             _sift(tokens, heap, size, hpos, hend, hkey, hlen, W, 0)
         elif eof[r]:
             size -= 1
@@ -390,9 +404,16 @@ def _give_back(tokens: np.ndarray) -> None:
 
 
 def merge_runs(tokens: np.ndarray, starts: np.ndarray, runs: list[Path], buffer_rows: int,
-               rss_limit: int) -> Iterator[np.ndarray]:
-    """Chunks (5-byte rows) of the merge of the sorted runs ``runs`` (files of 5-byte shard-local positions)."""
+               rss_limit: int, ranges: list[tuple[int, int]] | None = None) -> Iterator[np.ndarray]:
+    """Chunks (5-byte rows) of the merge of the sorted runs ``runs`` (files of 5-byte shard-local positions),
+    or of rows [lo, hi) of each run with ``ranges`` (one piece of a merge cut by :func:`split_runs`)."""
     F = len(runs)
+    for path in runs:
+        if os.path.getsize(path) % 5:
+            raise FormatError(f"{path}: {os.path.getsize(path):,} bytes, not a whole number of 5-byte pointers; "
+                              f"delete the folder's build/ files and build again")
+    left = np.array([hi - lo for lo, hi in ranges] if ranges is not None else
+                    [os.path.getsize(p) // 5 for p in runs], dtype=np.int64)
     bufs = np.empty((F, 5 * buffer_rows), dtype=np.uint8)
     buf_len = np.zeros(F, dtype=np.int64)
     buf_pos = np.zeros(F, dtype=np.int64)
@@ -414,25 +435,29 @@ def merge_runs(tokens: np.ndarray, starts: np.ndarray, runs: list[Path], buffer_
     out = np.empty(5 * buffer_rows, dtype=np.uint8)
     files: list[IO[bytes]] = []
     try:
-        for path in runs:
+        for r, path in enumerate(runs):
             files.append(open(path, "rb"))
+            if ranges is not None:
+                files[r].seek(5 * ranges[r][0])
 
         def refill(r: int) -> None:
-            got = files[r].readinto(memoryview(bufs[r]))
-            if got % 5:
-                raise FormatError(f"{runs[r]}: {got:,} bytes read, not a whole number of 5-byte pointers; "
-                                  f"delete the folder's build/ files and build again")
+            want = min(bufs.shape[1], 5 * int(left[r]))
+            got = files[r].readinto(memoryview(bufs[r])[:want])
+            if got != want:
+                raise FormatError(f"{runs[r]}: {got:,} bytes read where {want:,} were expected; delete the folder's "
+                                  f"build/ files and build again")
             buf_len[r], buf_pos[r] = got // 5, 0
-            eof[r] = got < bufs.shape[1]
+            left[r] -= got // 5
+            eof[r] = left[r] == 0
 
         for r in range(F):
             refill(r)
-        _merge_init(tokens, starts, first, S, bufs, buf_len, buf_pos, heap, state, hpos, hend, hkey, hlen, bat, bkey, bcnt,
-                    bcur, W, bits)
+        _merge_init(tokens, starts, first, S, bufs, buf_len, buf_pos, heap, state, hpos, hend, hkey, hlen, bat, bkey,
+                    bcnt, bcur, W, bits)
         pending = -1
         while True:
-            k, code = _merge(tokens, starts, first, S, bufs, buf_len, buf_pos, eof, heap, state, hpos, hend, hkey, hlen, bat,
-                             bkey, bcnt, bcur, W, bits, pending, out)
+            k, code = _merge(tokens, starts, first, S, bufs, buf_len, buf_pos, eof, heap, state, hpos, hend, hkey, hlen,
+                             bat, bkey, bcnt, bcur, W, bits, pending, out)
             pending = -1
             if k:
                 yield out[: 5 * k]
@@ -505,29 +530,83 @@ def build_sample(store: TokenStore, spec: ShardSpec, starts: np.ndarray, positio
     return stoks, slen
 
 
-def write_shard(path: Path, sample_path: Path, store: TokenStore, spec: ShardSpec, chunks: Iterator[np.ndarray],
-                every: int, width: int, block_tokens: int) -> dict[str, str]:
-    """Write a format-3 shard from its sorted 5-byte rows, then its sample; return the files' digests."""
+def split_runs(tokens: np.ndarray, starts: np.ndarray, runs: list[Path], pieces: int) -> list[list[tuple[int, int]]]:
+    """Cut a merge of ``runs`` into ``pieces`` merges of consecutive output rows: splitters are evenly spaced
+    rows of the longest run, and each run is cut where the splitter would go (a binary search of its rows).
+    Returns, per piece, the rows [lo, hi) of each run it merges."""
+    sizes = [os.path.getsize(p) // 5 for p in runs]
+    first, S = item_table(starts)
+    fds = [os.open(p, os.O_RDONLY) for p in runs]
+    try:
+        def row(r: int, i: int) -> int:
+            return int(decode5(np.frombuffer(os.pread(fds[r], 5, 5 * i), dtype=np.uint8))[0])
+
+        longest = int(np.argmax(sizes))
+        cuts = [[0] * len(runs)]
+        for j in range(1, pieces):
+            x = row(longest, j * sizes[longest] // pieces)
+            cut = []
+            for r in range(len(runs)):
+                lo, hi = cuts[-1][r], sizes[r]  # the cuts only grow: search above the last one
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if _row_less(tokens, starts, first, S, row(r, mid), x):
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                cut.append(lo)
+            cuts.append(cut)
+        cuts.append(sizes)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return [[(cuts[j][r], cuts[j + 1][r]) for r in range(len(runs))] for j in range(pieces)]
+
+
+def write_shard(path: Path, sample_path: Path, store: TokenStore, spec: ShardSpec,
+                pieces: list[tuple[int, Iterator[np.ndarray]]], every: int, width: int,
+                block_tokens: int) -> dict[str, str]:
+    """Write a format-3 shard from its sorted 5-byte rows, then its sample; return the files' digests.
+    ``pieces``: (first row, chunks) of consecutive parts of the rows, written at once on threads (the first
+    hashed as it is written, the others read back from the page cache after)."""
     n = spec.n_tokens
     starts = item_starts(store, spec)
-    picks: list[np.ndarray] = []
     h = hashlib.sha256()
-    rows = 0
     with atomic_open(path, "wb") as f:
-        for c in chunks:
-            k = c.size // 5
-            first = (-rows) % every  # the first row of this chunk that is a multiple of every
-            if first < k:
-                picks.append(decode5(c.reshape(-1, 5)[first::every].reshape(-1)))
-            f.write(memoryview(c))
-            h.update(memoryview(c))
-            rows += k
-        if rows != n:
+        fd = f.fileno()
+
+        def write_piece(j: int) -> tuple[int, list[np.ndarray]]:
+            row0, chunks = pieces[j]
+            picks = []
+            rows = row0
+            for c in chunks:
+                k = c.size // 5
+                first = (-rows) % every  # the first row of this chunk that is a multiple of every
+                if first < k:
+                    picks.append(decode5(c.reshape(-1, 5)[first::every].reshape(-1)))
+                _pwrite_all(fd, c, 5 * rows)
+                if j == 0:
+                    h.update(memoryview(c))
+                rows += k
+            return rows - row0, picks
+
+        if len(pieces) == 1:
+            done = [write_piece(0)]
+        else:
+            with ThreadPoolExecutor(max_workers=len(pieces), thread_name_prefix="ngram-merge") as pool:
+                done = [fut.result() for fut in [pool.submit(write_piece, j) for j in range(len(pieces))]]
+        rows = sum(d[0] for d in done)
+        if rows != n or any(pieces[j][0] + done[j][0] != (pieces[j + 1][0] if j + 1 < len(pieces) else n)
+                            for j in range(len(pieces))):
             raise FormatError(f"{path}: the merge produced {rows:,} rows for a shard of {n:,} tokens; delete the "
                               f"index folder's build/ files and build again")
+        for j in range(1, len(pieces)):  # the later pieces' bytes, in order, for the digest
+            for off in range(5 * pieces[j][0], 5 * (pieces[j][0] + done[j][0]), READBACK_BYTES):
+                h.update(os.pread(fd, min(READBACK_BYTES, 5 * (pieces[j][0] + done[j][0]) - off), off))
         bits = boundary_bitmap(starts, n)
-        f.write(memoryview(bits))
+        _pwrite_all(fd, bits, 5 * n)
         h.update(memoryview(bits))
+    picks = [a for d in done for a in d[1]]
     positions = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
     if positions.size != sample_rows(n, every):
         raise FormatError(f"{path}: {positions.size:,} sample rows, expected {sample_rows(n, every):,}")
@@ -538,6 +617,13 @@ def write_shard(path: Path, sample_path: Path, store: TokenStore, spec: ShardSpe
             f.write(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
             hs.update(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
     return {"sa_sha256": h.hexdigest(), "sample_sha256": hs.hexdigest()}
+
+
+def _pwrite_all(fd: int, a: np.ndarray, offset: int) -> None:
+    view = memoryview(a).cast("B")
+    while view:
+        k = os.pwrite(fd, view, offset)
+        view, offset = view[k:], offset + k
 
 
 def chunks_of(part: SortedPart, rows: int) -> Iterator[np.ndarray]:

@@ -89,15 +89,19 @@ def _child(kind: str, prefix: str, out: str, memory: int, threads: int) -> None:
             shutil.rmtree(tiny / "t.ngram", ignore_errors=True)
             build_index(TokenStore(tiny / "t"), tiny / "t.ngram", memory=warm_memory, threads=threads or None)
         shutil.rmtree(Path(out) / "ours.ngram", ignore_errors=True)  # a fresh build, not a resume
-        t0 = time.perf_counter()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0, t0 = ru.ru_utime + ru.ru_stime, time.perf_counter()
         build_index(TokenStore(prefix), Path(out) / "ours.ngram", memory=memory, threads=threads or None)
     else:
         from tokengrams import MemmapIndex
 
-        t0 = time.perf_counter()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0, t0 = ru.ru_utime + ru.ru_stime, time.perf_counter()
         MemmapIndex.build(f"{prefix}.bin", str(Path(out) / "tokengrams.table"), vocab=2**16, verbose=False)
     dt = time.perf_counter() - t0
-    print(json.dumps({"build_s": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"build_s": dt, "build_cpu_s": ru.ru_utime + ru.ru_stime - cpu0,
+                      "peak_rss_mb": ru.ru_maxrss / 1024}))
 
 
 def run_build(kind: str, prefix: Path, out: Path, memory: int = 0, threads: int = 0) -> dict:
@@ -172,19 +176,22 @@ def main() -> None:
     for r in range(args.build_rounds):  # alternating: the machine is shared, so each round's ratio is same-time
         load = os.getloadavg()[0]
         builds["ours"].append(run_build("ours", prefix, work, memory, args.threads))
-        line = f"build round {r + 1}: load {load:.1f}; pile-index {builds['ours'][-1]['build_s']:.1f} s " \
-               f"{builds['ours'][-1]['peak_rss_mb']:,.0f} MB"
+        o = builds["ours"][-1]
+        line = f"build round {r + 1}: load {load:.1f}; pile-index {o['build_s']:.1f} s " \
+               f"({o['build_cpu_s']:.1f} CPU-s) {o['peak_rss_mb']:,.0f} MB"
         if not args.no_tokengrams:
             builds["tokengrams"].append(run_build("tokengrams", prefix, work))
             o, t = builds["ours"][-1], builds["tokengrams"][-1]
-            line += f"; tokengrams {t['build_s']:.1f} s {t['peak_rss_mb']:,.0f} MB; ratio time " \
-                    f"{o['build_s'] / t['build_s']:.2f} RSS {o['peak_rss_mb'] / t['peak_rss_mb']:.2f}"
+            line += f"; tokengrams {t['build_s']:.1f} s ({t['build_cpu_s']:.1f} CPU-s) {t['peak_rss_mb']:,.0f} MB; " \
+                    f"ratio time {o['build_s'] / t['build_s']:.2f} CPU {o['build_cpu_s'] / t['build_cpu_s']:.2f} " \
+                    f"RSS {o['peak_rss_mb'] / t['peak_rss_mb']:.2f}"
         print(line, flush=True)
     ours = NgramIndex(store, work / "ours.ngram")
 
     def summary(kind: str) -> dict:
         b = builds[kind]
         return {"build_s": float(np.median([x["build_s"] for x in b])),
+                "build_cpu_s": float(np.median([x["build_cpu_s"] for x in b])),
                 "peak_rss_mb": float(np.median([x["peak_rss_mb"] for x in b])), "build_rounds": b}
 
     res["ours"] = {**summary("ours"), "bytes_per_token": (ours.disk_bytes() + n_tokens * 2) / n_tokens}

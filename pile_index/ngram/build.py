@@ -6,9 +6,11 @@ tokens, :mod:`.layout`). Each shard's items are cut into parts that fit ``memory
 at a time, pass after pass, the last pass writing the shard file and its sample. Every run has a completion
 marker (``build/shard-NNNNN-parts-AAAAA-BBBBB.run.json``, written after its file and before its inputs are
 deleted), so a killed build resumes at the runs it had not finished; with ``ray_address`` the parts are
-Ray tasks (the driver writes the markers) and the merges run in the driver. Peak RSS: ``memory`` plus the
-interpreter and numba (~300 MB) — parts are read from the ``.bin`` into RAM, the merge's token pages are
-unmapped when RSS reaches the budget, digests are streamed by reads.
+Ray tasks (the driver writes the markers) and the merges run in the driver; without Ray, the parts are sorted
+``threads`` at a time (each within ``memory / threads``) and the last merge pass is cut into ``threads``
+merges of consecutive rows. Peak RSS: ``memory`` plus the interpreter and numba (~200 MB) — parts are read
+from the ``.bin`` into RAM, the merge's token pages are unmapped when RSS reaches the budget, digests are
+streamed by reads.
 
 **Format 2** (``shard_tokens`` given): shards of at most ``shard_tokens`` tokens, each sorted in RAM (~22
 bytes a token), as every index before issue 12 was; kept for comparisons and small stores.
@@ -24,6 +26,7 @@ import logging
 import os
 import resource
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +45,19 @@ from .layout import (DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_TOKENS, DIGEST_KEYS, F
                      index_dir, item_starts, mapped_tokens, plan_shards, sample_rows, shard_path,
                      shard_slice, shard_token_start, tokens_digest)
 from .merge import (PART_BYTES_PER_ITEM, PART_BYTES_PER_TOKEN, MAX_BUFFER_ROWS, MAX_FAN_IN, _rss_bytes, chunks_of,
-                    merge_runs, part_suffix_array, remove_quietly, write_run, write_shard)
+                    merge_runs, part_suffix_array, remove_quietly, split_runs, write_run, write_shard)
 from .suffix_array import _INT32_MAX_SYMBOLS, suffix_array
 
 log = logging.getLogger(__package__)  # one logger per package: log lines name the concept
 
 MIN_MEMORY = 1024  # bytes: the smallest budget (tests use a few KB to force many parts and merge passes)
 SAMPLE_BLOCK_BYTES = 64 << 20  # tokens read at a time while the sample is gathered
+MAX_THREADS = 4  # parts sorted at once by default: each gets memory / threads, so more means more runs to merge
+
+
+def default_threads() -> int:
+    """Parts sorted at once when a shard needs several: the CPUs, at most ``MAX_THREADS``."""
+    return max(1, min(MAX_THREADS, os.cpu_count() or 1))
 
 
 def default_memory() -> int:
@@ -251,10 +260,15 @@ class _ShardBuild:
     """One format-3 shard: its parts, its merge tree, the markers that say which runs are done."""
 
     def __init__(self, store: TokenStore, folder: Path, i: int, spec: ShardSpec, want: dict[str, Any],
-                 memory: int, every: int, width: int, rss_limit: int):
+                 memory: int, every: int, width: int, rss_limit: int, threads: int | None = None):
         self.store, self.folder, self.i, self.spec, self.want = store, folder, i, spec, want
         self.every, self.width, self.rss_limit = every, width, rss_limit
         self.parts = plan_parts(store, spec, memory)
+        # A shard that fits in one part is sorted whole; else its parts are sorted ``threads`` at a time, each
+        # within memory / threads (the part plan, and so the run markers, depend on it; the shard does not).
+        self.threads = 1 if len(self.parts) == 1 else max(1, default_threads() if threads is None else threads)
+        if self.threads > 1:
+            self.parts = plan_parts(store, spec, memory // self.threads)
         self.fan_in, self.buffer_rows = merge_plan(memory)
         self.levels = merge_tree(len(self.parts), self.fan_in)
         self.children: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -312,26 +326,27 @@ class _ShardBuild:
             return None
         t0 = time.perf_counter()
         if node not in self.children:  # a part: SA-IS in RAM
-            lo, hi = self.parts[node[0]]
-            raw = part_suffix_array(self.store, self.spec, lo, hi)
             if is_root:
-                return self._write_shard(chunks_of(raw, self.buffer_rows))
-            self.build_dir.mkdir(exist_ok=True)
-            write_run(self.run_path(node), chunks_of(raw, self.buffer_rows))
-            self.mark_run(node)
-            log.info("ngram shard %d part %d/%d: %s tokens sorted in %.1f s", self.i, node[0] + 1, len(self.parts),
-                     f"{self.rows(node):,}", time.perf_counter() - t0)
+                lo, hi = self.parts[node[0]]
+                return self._write_shard([(0, chunks_of(part_suffix_array(self.store, self.spec, lo, hi),
+                                                        self.buffer_rows))])
+            self.sort_part(node)
             return None
         kids = self.children[node]
+        self.sort_parts([c for c in kids if c not in self.children and not self.run_done(c)])
         for c in kids:
             self.ensure(c)
         tokens = mapped_tokens(self.store, self.spec)
         starts = item_starts(self.store, self.spec)
-        chunks = merge_runs(tokens, starts, [self.run_path(c) for c in kids], self.buffer_rows, self.rss_limit)
-        if is_root:
-            digests = self._write_shard(chunks)
+        runs = [self.run_path(c) for c in kids]
+        if is_root:  # the last pass: cut into ``threads`` merges of consecutive rows, written at once
+            rows = max(64, self.buffer_rows // self.threads)
+            pieces = split_runs(tokens, starts, runs, self.threads) if self.threads > 1 else [None]
+            digests = self._write_shard([(sum(lo for lo, _ in piece) if piece else 0,
+                                          merge_runs(tokens, starts, runs, rows, self.rss_limit, piece))
+                                         for piece in pieces])
         else:
-            write_run(self.run_path(node), chunks)
+            write_run(self.run_path(node), merge_runs(tokens, starts, runs, self.buffer_rows, self.rss_limit))
             self.mark_run(node)
             digests = None
         for c in kids:
@@ -340,9 +355,32 @@ class _ShardBuild:
                  node[1] - 1, len(kids), f"{self.rows(node):,}", time.perf_counter() - t0)
         return digests
 
-    def _write_shard(self, chunks: Any) -> dict[str, str]:
+    def sort_part(self, node: tuple[int, int]) -> None:
+        """Sort one part in RAM and write its run and marker (the SA-IS kernels release the GIL, so parts sort
+        in parallel threads)."""
+        t0 = time.perf_counter()
+        lo, hi = self.parts[node[0]]
+        sorted_part = part_suffix_array(self.store, self.spec, lo, hi)
+        self.build_dir.mkdir(exist_ok=True)
+        write_run(self.run_path(node), chunks_of(sorted_part, self.buffer_rows))
+        del sorted_part
+        self.mark_run(node)
+        log.info("ngram shard %d part %d/%d: %s tokens sorted in %.1f s", self.i, node[0] + 1, len(self.parts),
+                 f"{self.rows(node):,}", time.perf_counter() - t0)
+
+    def sort_parts(self, leaves: list[tuple[int, int]]) -> None:
+        """Sort these parts, ``threads`` at a time."""
+        if self.threads == 1 or len(leaves) <= 1:
+            for leaf in leaves:
+                self.sort_part(leaf)
+            return
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="ngram-part") as pool:
+            for f in [pool.submit(self.sort_part, leaf) for leaf in leaves]:
+                f.result()  # re-raises a part's error here
+
+    def _write_shard(self, pieces: list[tuple[int, Any]]) -> dict[str, str]:
         return write_shard(shard_path(self.folder, self.i), shard_path(self.folder, self.i, ".sample"), self.store,
-                           self.spec, chunks, self.every, self.width, self.block_tokens)
+                           self.spec, pieces, self.every, self.width, self.block_tokens)
 
 
 def _part_task(store: TokenStore, spec: ShardSpec, lo: int, hi: int, path: Path, rows: int) -> int:
@@ -353,7 +391,7 @@ def _part_task(store: TokenStore, spec: ShardSpec, lo: int, hi: int, path: Path,
 
 
 def _build_bounded(store: TokenStore, folder: Path, memory: int, every: int, width: int, progress: bool,
-                   ray_address: str | None, ray_num_cpus: int | None) -> dict[str, Any]:
+                   ray_address: str | None, ray_num_cpus: int | None, threads: int | None = None) -> dict[str, Any]:
     """Format 3: build the missing shards within ``memory``; return the manifest."""
     fp = store.fingerprint()
     specs = plan_shards(store, MAX_SHARD_TOKENS_V3, MAX_SHARD_TOKENS_V3)
@@ -372,7 +410,8 @@ def _build_bounded(store: TokenStore, folder: Path, memory: int, every: int, wid
         if digests is not None:
             entries[i].update(digests)
             continue
-        builds.append((i, _ShardBuild(store, folder, i, spec, want, memory, every, width, rss_limit), marker, want))
+        builds.append((i, _ShardBuild(store, folder, i, spec, want, memory, every, width, rss_limit, threads), marker,
+                       want))
     if ray_address:  # the parts as Ray tasks first; a local build sorts each part as its merge needs it
         leaves = [(b, leaf) for _, b, _, _ in builds if len(b.parts) > 1 for leaf in b.leaves_to_build()]
         fan_out(_part_task, [(store, b.spec, *b.parts[leaf[0]], b.run_path(leaf), b.buffer_rows) for b, leaf in leaves],
@@ -380,8 +419,9 @@ def _build_bounded(store: TokenStore, folder: Path, memory: int, every: int, wid
                 ray_num_cpus=ray_num_cpus, desc="ngram parts", unit="part", progress=progress)
     for i, b, marker, want in _bar(builds, progress, "ngram shards", "shard"):
         t0 = time.perf_counter()
-        log.info("ngram shard %d/%d: %s tokens in %d parts, merged %d runs at a time (%d passes)", i + 1,
-                 len(specs), f"{b.spec.n_tokens:,}", len(b.parts), b.fan_in, len(b.levels) - 1)
+        log.info("ngram shard %d/%d: %s tokens in %d parts (%d sorted at once), merged %d runs at a time (%d "
+                 "passes)", i + 1, len(specs), f"{b.spec.n_tokens:,}", len(b.parts), b.threads, b.fan_in,
+                 len(b.levels) - 1)
         digests = b.ensure()
         if digests is None:  # the root always writes the shard: a None here is a bug, never a silent skip
             raise RuntimeError(f"shard {i}: the merge's root returned no digests")
@@ -413,13 +453,16 @@ def build_index(
     memory: int | None = None,
     sample_every: int = DEFAULT_SAMPLE_EVERY,
     sample_tokens: int = DEFAULT_SAMPLE_TOKENS,
+    threads: int | None = None,
 ) -> Path:
     """Build (or resume building) the n-gram index of ``store``; return its folder.
 
     Without ``shard_tokens``: format 3, one shard per ``.bin`` part, sorted within ``memory`` bytes (default
     :func:`default_memory`), with a sample of every ``sample_every``-th row's first ``sample_tokens`` tokens.
     With ``shard_tokens``: format 2, shards of at most that many tokens. Finished shards (and, in format 3,
-    finished runs) are kept; the manifest is written last. With ``ray_address`` ("local", "auto" or a
+    finished runs) are kept; the manifest is written last. A format-3 shard too large for one part is cut
+    into parts of ``memory / threads`` bytes sorted ``threads`` at a time (default :func:`default_threads`);
+    the files are the same bytes for any ``memory`` and ``threads``. With ``ray_address`` ("local", "auto" or a
     cluster address) the shards (format 2) or parts (format 3) are Ray tasks (each worker opens the store by
     its prefixes, so the store must be on a filesystem every worker sees); the files are the same bytes as a
     single-process build.
@@ -445,7 +488,9 @@ def build_index(
             raise ConfigError(f"sample_tokens={sample_tokens:,}: expected 1..255 tokens per sample row")
         folder.mkdir(parents=True, exist_ok=True)
         log.info("ngram build: memory budget %s bytes (%.2f GB)", f"{memory:,}", memory / 1e9)
+        if threads is not None and not 1 <= threads <= 1024:
+            raise ConfigError(f"threads={threads:,}: expected 1..1,024 parts sorted at once")
         manifest = _build_bounded(store, folder, memory, sample_every, sample_tokens, progress, ray_address,
-                                  ray_num_cpus)
+                                  ray_num_cpus, threads)
     write_bytes(ngram_manifest_path(folder), json.dumps(manifest, indent=1).encode())
     return folder

@@ -54,6 +54,23 @@ def test_many_parts_and_passes_give_the_bytes_of_one_in_ram_sort(tmp_path):
     assert m["format_version"] == 3 and m["pointer_bytes"] == 5 and m["memory"] == 2048
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_parts_sorted_and_merged_on_threads_give_the_same_bytes(tmp_path, dtype):
+    docs = _docs(seed=13)
+    store = _store(tmp_path, docs, dtype=dtype)
+    one = build_index(store, tmp_path / "one", memory=1 << 30, sample_every=4, sample_tokens=3)
+    spec = plan_shards(store, 1 << 40, 1 << 40)[0]
+    for threads in (1, 2, 3):
+        b = _ShardBuild(store, tmp_path, 0, spec, {}, 8192, 4, 3, 0, threads)
+        assert b.threads == threads and len(b.parts) > 2 * threads and len(b.levels) >= 2  # merged, in threads
+        many = build_index(store, tmp_path / f"t{threads}", memory=8192, sample_every=4, sample_tokens=3,
+                           threads=threads)
+        for name in ("shard-00000.sa", "shard-00000.sample"):
+            assert (one / name).read_bytes() == (many / name).read_bytes(), (threads, name)
+    with pytest.raises(ConfigError, match="threads=0: expected 1..1,024"):
+        build_index(store, tmp_path / "bad", memory=8192, threads=0)
+
+
 def test_the_order_is_item_suffixes_then_store_position(tmp_path):
     docs = _docs(seed=3)
     store = _store(tmp_path, docs)

@@ -157,6 +157,18 @@ def files_of(store: TokenStore, folder: Path) -> list[Path]:
     return [Path(p.bin_path) for p in store.parts] + sorted(f for f in folder.iterdir() if f.suffix in (".sa", ".sample"))
 
 
+def warm_times(fn, items: list, unit: float) -> list[float]:
+    """fn(x) for each item once (the warm pass), then each call's time in ns / unit."""
+    for x in items:
+        fn(x)
+    out = []
+    for x in items:
+        t = time.perf_counter_ns()
+        fn(x)
+        out.append((time.perf_counter_ns() - t) / unit)
+    return out
+
+
 def measure_tokengrams(prefix: Path, folder: Path, queries: list[list[int]], n_cold: int, batch: np.ndarray) -> dict:
     """The same figures for tokengrams' MemmapIndex (one count at a time: it has no batch count)."""
     from tokengrams import MemmapIndex
@@ -171,13 +183,7 @@ def measure_tokengrams(prefix: Path, folder: Path, queries: list[list[int]], n_c
     for q in rows:
         idx.count(q)
     t_loop = time.perf_counter() - t
-    for q in queries:
-        idx.count(q)
-    warm = []
-    for q in queries:
-        t = time.perf_counter_ns()
-        idx.count(q)
-        warm.append((time.perf_counter_ns() - t) / 1e3)
+    warm = warm_times(idx.count, queries, 1e3)
     cold, pages = [], []
     for q in queries[:n_cold]:
         del idx
@@ -207,20 +213,8 @@ def measure(store: TokenStore, folder: Path, queries: list[list[int]], n_cold: i
     for q in batch:
         idx.count(q)
     t_loop = time.perf_counter() - t
-    for q in queries:
-        idx.count(q)  # warm pass
-    warm = []
-    for q in queries:
-        t = time.perf_counter_ns()
-        idx.count(q)
-        warm.append((time.perf_counter_ns() - t) / 1e3)
-    for p in passages:
-        idx.trace(p)  # warm pass
-    traces = []
-    for p in passages:
-        t = time.perf_counter_ns()
-        idx.trace(p)
-        traces.append((time.perf_counter_ns() - t) / 1e6)
+    warm = warm_times(idx.count, queries, 1e3)
+    traces = warm_times(idx.trace, passages, 1e6)
     files = files_of(store, folder)
     cold, pages = [], []
     for part in store.parts:  # pages this process has mapped stay cached whatever fadvise says: unmap them

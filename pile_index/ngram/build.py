@@ -44,7 +44,7 @@ from .layout import (DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_TOKENS, DIGEST_KEYS, F
                      LEGACY_FORMAT_VERSION, MAX_SHARD_TOKENS, MAX_SHARD_TOKENS_V3, POINTER_BYTES, ShardSpec,
                      index_dir, item_starts, mapped_tokens, plan_shards, sample_rows, shard_path,
                      shard_slice, shard_token_start, tokens_digest)
-from .merge import (PART_BYTES_PER_ITEM, PART_BYTES_PER_TOKEN, MAX_BUFFER_ROWS, MAX_FAN_IN, _rss_bytes, chunks_of,
+from .merge import (_part_positions, PART_BYTES_PER_ITEM, PART_BYTES_PER_TOKEN, MAX_BUFFER_ROWS, MAX_FAN_IN, _rss_bytes, chunks_of,
                     merge_runs, part_suffix_array, remove_quietly, split_runs, write_run, write_shard)
 from .suffix_array import _INT32_MAX_SYMBOLS, suffix_array
 
@@ -93,21 +93,6 @@ def _augment_direct(tokens, item_starts, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _to_token_positions(T, SA, n_skip, out):
-    """Overwrite T with each augmented position's token position, then write SA[n_skip:] as token
-    positions to out[: len(SA) - n_skip] (uint32)."""
-    seps = 0
-    for q in range(T.shape[0]):
-        if T[q] <= 1:
-            seps += 1
-            T[q] = -1
-        else:
-            T[q] = q - seps
-    for i in range(n_skip, SA.shape[0]):
-        out[i - n_skip] = T[SA[i]]
-
-
-@numba.njit(cache=True, nogil=True)
 def _boundary_bits(item_starts, n, words):
     """Set bit p of words (uint32, after the n suffix pointers) for every item start p and for n."""
     for i in range(item_starts.shape[0]):
@@ -140,7 +125,7 @@ def build_shard(store: TokenStore, spec: ShardSpec, path: Path) -> dict[str, str
     SA = suffix_array(T, K)
     with atomic_path(path) as tmp:
         words = np.memmap(tmp, dtype="<u4", mode="w+", shape=(spec.n_words,))  # zero-filled
-        _to_token_positions(T, SA, n_items + 1, words)
+        _part_positions(T, SA, 2, n_items + 1, words)
         del T, SA
         _boundary_bits(starts, spec.n_tokens, words)
         words.flush()

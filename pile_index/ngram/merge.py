@@ -106,9 +106,10 @@ def _augment_items(tokens, starts, shift, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _part_positions(T, SA, shift, n_skip):
-    """Overwrite T with each augmented position's token position, then SA[n_skip:] with the token positions
-    of its rows (in place: SA[i - n_skip] = T[SA[i]])."""
+def _part_positions(T, SA, shift, n_skip, out):
+    """Overwrite T with each augmented position's token position (-1 at a separator, a value below ``shift``),
+    then write SA[n_skip:] as token positions to out[: len(SA) - n_skip]: ``out[i - n_skip] = T[SA[i]]``
+    (``out`` may be SA itself: each row is read before it is overwritten)."""
     seps = 0
     for q in range(T.shape[0]):
         if T[q] < shift:
@@ -117,7 +118,7 @@ def _part_positions(T, SA, shift, n_skip):
         else:
             T[q] = q - seps
     for i in range(n_skip, SA.shape[0]):
-        SA[i - n_skip] = T[SA[i]]
+        out[i - n_skip] = T[SA[i]]
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
@@ -179,7 +180,7 @@ def part_suffix_array(store: TokenStore, spec: ShardSpec, item_lo: int, item_hi:
         return T
 
     SA, T = suffix_array_remade(make_T, K)
-    _part_positions(T, SA, shift, n_items + 1)
+    _part_positions(T, SA, shift, n_items + 1, SA)
     return SortedPart(SA, n, base)
 
 

@@ -16,10 +16,8 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+
+from ..prefetch import prefetch
 
 _INT32_MAX_SYMBOLS = (1 << 31) - 1
 
@@ -52,24 +50,6 @@ def _buckets(counts, bkt, end):
         bkt[c] = s if end else s - counts[c]
 
 
-@intrinsic
-def _prefetch(typingctx, arr, i):
-    """A hint to fetch ``arr[i]`` into the cache (``llvm.prefetch``; no fault if ``i`` is out of range)."""
-    sig = types.void(arr, i)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 PREFETCH = 32  # rows ahead whose symbol and type are fetched during an induce scan (its reads are random)
 
 
@@ -82,8 +62,8 @@ def _induce(T, SA, stype, counts, bkt):
         if i + PREFETCH < n:
             q = SA[i + PREFETCH] - 1
             if q >= 0:
-                _prefetch(T, q)
-                _prefetch(stype, q)
+                prefetch(T, q)
+                prefetch(stype, q)
         j = SA[i] - 1
         if j >= 0 and stype[j] == 0:
             c = T[j]
@@ -94,8 +74,8 @@ def _induce(T, SA, stype, counts, bkt):
         if i >= PREFETCH:
             q = SA[i - PREFETCH] - 1
             if q >= 0:
-                _prefetch(T, q)
-                _prefetch(stype, q)
+                prefetch(T, q)
+                prefetch(stype, q)
         j = SA[i] - 1
         if j >= 0 and stype[j] == 1:
             c = T[j]
@@ -136,8 +116,8 @@ def _name_lms(T, SA, stype, n1):
     prev = -1
     for i in range(n1):
         if i + PREFETCH < n1:
-            _prefetch(T, SA[i + PREFETCH])
-            _prefetch(stype, SA[i + PREFETCH])
+            prefetch(T, SA[i + PREFETCH])
+            prefetch(stype, SA[i + PREFETCH])
         pos = SA[i]
         diff = False
         for d in range(n):

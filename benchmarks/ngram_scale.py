@@ -9,7 +9,7 @@ Two layouts of the same store, each built in a child process (wall time and the 
 compiled on a tiny store first):
 
 - **format 3** (``pile-index ngram build --memory``): parts that fit ``--memory`` (default: a quarter of what
-  one in-RAM pass needs, ~24 B/token), merged on disk into one shard, with the in-RAM sample;
+  one in-RAM pass needs, ~11 B/token), merged on disk into one shard, with the in-RAM sample;
 - **format 2** (today's layout): shards of ``--old-shard-tokens`` (268M) tokens, each sorted in RAM.
 
 Then, in alternating rounds (``--rounds``: format 3, format 2, format 3, ...; min / median / max over rounds):
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from pile_index.format import TokenStore, write_indexed  # noqa: E402
 from pile_index.ngram import NgramIndex, build_index  # noqa: E402
-from pile_index.ngram.merge import _give_back  # noqa: E402
+from pile_index.ngram.merge import PART_BYTES_PER_TOKEN, _give_back  # noqa: E402
 
 VOCAB = 50_277
 PAGE = mmap.PAGESIZE
@@ -247,7 +247,7 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=1_000_000_000)
-    ap.add_argument("--memory", type=int, help="format 3 budget in bytes (default: tokens * 24 / 4)")
+    ap.add_argument("--memory", type=int, help="format 3 budget in bytes (default: a quarter of one in-RAM pass)")
     ap.add_argument("--old-shard-tokens", type=int, default=1 << 28)
     ap.add_argument("--dup", type=float, default=0.10)
     ap.add_argument("--copy", type=float, default=0.10)
@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--dir", help="work folder on a real disk (default: a temp folder; not tmpfs)")
     ap.add_argument("--json", action="store_true", help='print {"ratios": {...}} (format 3 / format 2) as the last line')
     args = ap.parse_args()
-    memory = args.memory or args.tokens * 24 // 4
+    memory = args.memory or args.tokens * PART_BYTES_PER_TOKEN // 4
     work = Path(args.dir or tempfile.mkdtemp(prefix="ngram_scale_"))
     work.mkdir(parents=True, exist_ok=True)
     prefix = work / "corpus"
@@ -341,7 +341,7 @@ def main() -> None:
         summary[(kind, "bpt")] = bpt
     if "v3" in builds:
         n = store.n_tokens
-        part_tokens = memory // 24
+        part_tokens = memory // PART_BYTES_PER_TOKEN
         parts = max(1, math.ceil(n / part_tokens))
         fan = min(64, max(2, memory // (2 * 5 * max(64, min(1 << 20, memory // (4 * 5 * 65)))) - 1))
         passes = math.ceil(math.log(parts, fan)) if parts > 1 else 0
@@ -349,7 +349,8 @@ def main() -> None:
         page_ms = summary[("v3", "cold_p50_ms")] / max(summary[("v3", "pages_p50")], 1)
         print(f"\nextrapolation (format 3, --memory {memory / 1e9:.1f} GB kept; measured: {parts} parts, {passes} "
               f"merge passes, {per_token * 1e9:.1f} s per 1B tokens, {page_ms:.3f} ms per page read cold)")
-        print("  build_s(N) = N * t_tok * (1 + passes(N)) / (1 + passes_measured), passes(N) = ceil(log_fan(N * 24 / memory));")
+        print("  build_s(N) = N * t_tok * (1 + passes(N)) / (1 + passes_measured), passes(N) = ceil(log_fan(N * "
+              f"{PART_BYTES_PER_TOKEN} / memory));")
         print("  disk(N) = N * bytes_per_token; RAM(query) = sample(N) = N * 17 / 256 bytes;")
         print("  cold(N) = pages_p50 * t_page (the sample keeps the disk levels at log2(256) per search, flat in N)")
         print(f"  {'tokens':>8s} {'build h':>9s} {'disk TB':>8s} {'sample GB':>10s} {'cold ms':>8s}")

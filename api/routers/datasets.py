@@ -7,57 +7,19 @@ parameter reaches the filesystem.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from pile_index.datasets import DatasetQuery
+from pile_index.datasets.results import DatasetCheckpoint, DatasetSample, DatasetSummary
 from pile_index.errors import NotFoundError
 
 from ..deps import StateDep
 from ..params import Id
+from ..schemas import json_response
 from ..state import AppState
 
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-
-
-class CheckpointMetrics(BaseModel):
-    revision: str
-    checkpoint_step: int
-    loss: float | None
-    entropy: float | None
-    accuracy: float | None
-    memorized: bool | None
-    memorization_score: float | None
-
-
-class DatasetSample(BaseModel):
-    train_index: int
-    sample_index: int
-    index: int
-    step: int
-    slot: int
-    group: str
-    cohort: int
-    treatment_step: int
-    before_step: int
-    doc_ids: list[int] | None
-    doc_tokens: list[int] | None
-    pile_set_names: list[str | None] | None
-    checkpoints: list[CheckpointMetrics]
-
-
-class DatasetCheckpoint(BaseModel):
-    checkpoint: dict[str, Any]
-    means: list[dict[str, Any]]
-
-
-class DatasetSummary(BaseModel):
-    treatment_effects: list[dict[str, Any]]
-    checkpoints: list[dict[str, Any]]
-    rows: list[dict[str, Any]]
 
 
 def _datasets(state: AppState) -> dict[str, DatasetQuery]:
@@ -79,15 +41,15 @@ def list_datasets(state: StateDep) -> list[str]:
 
 
 @router.get("/{name}/samples/{sample_index}", response_model=DatasetSample, summary="One row at every checkpoint")
-def get_sample(state: StateDep, name: str, sample_index: Id) -> DatasetSample:
-    return DatasetSample(**_get(state, name).sample(sample_index))
+def get_sample(state: StateDep, name: str, sample_index: Id):
+    return json_response(_get(state, name).sample(sample_index))
 
 
 @router.get("/{name}/checkpoints/{revision}", response_model=DatasetCheckpoint, summary="Means at one checkpoint")
-def get_checkpoint(state: StateDep, name: str, revision: str) -> DatasetCheckpoint:
-    return DatasetCheckpoint(**_get(state, name).checkpoint(revision))
+def get_checkpoint(state: StateDep, name: str, revision: str):
+    return json_response(_get(state, name).checkpoint(revision))
 
 
 @router.get("/{name}/summary", response_model=DatasetSummary, summary="Treatment effects and checkpoint records")
-def get_summary(state: StateDep, name: str) -> DatasetSummary:
-    return DatasetSummary(**_get(state, name).summary())
+def get_summary(state: StateDep, name: str):
+    return json_response(_get(state, name).summary())

@@ -12,6 +12,7 @@ import duckdb
 from .. import files
 from ..errors import NotFoundError
 from ..sql.quote import sql_string
+from .results import CheckpointMetrics, DatasetCheckpoint, DatasetSample, DatasetSummary
 
 
 class DatasetQuery:
@@ -35,7 +36,7 @@ class DatasetQuery:
             cur = self._con.cursor()
         return cur.sql(sql, params=params or {}).to_arrow_table().to_pylist()
 
-    def sample(self, sample_index: int) -> dict[str, Any]:
+    def sample(self, sample_index: int) -> DatasetSample:
         rows = self._rows(
             "SELECT * EXCLUDE (tokens) FROM ds WHERE sample_index = $k ORDER BY checkpoint_step", {"k": int(sample_index)}
         )
@@ -45,19 +46,20 @@ class DatasetQuery:
         keep = ("train_index", "sample_index", "index", "step", "slot", "group", "cohort", "treatment_step",
                 "before_step", "doc_ids", "doc_tokens", "pile_set_names")
         metrics = ("revision", "checkpoint_step", "loss", "entropy", "accuracy", "memorized", "memorization_score")
-        return {**{k: first[k] for k in keep}, "checkpoints": [{k: r[k] for k in metrics} for r in rows]}
+        return DatasetSample(**{k: first[k] for k in keep},
+                             checkpoints=[CheckpointMetrics(**{k: r[k] for k in metrics}) for r in rows])
 
-    def checkpoint(self, revision: str) -> dict[str, Any]:
+    def checkpoint(self, revision: str) -> DatasetCheckpoint:
         rec = self._rows("SELECT * FROM ck WHERE revision = $r", {"r": revision})
         if not rec:
             known = [r["revision"] for r in self._rows("SELECT revision FROM ck ORDER BY checkpoint_step")]
             raise NotFoundError(f"revision {revision!r} is not in the dataset; it has {known}")
         means = self._rows('SELECT * FROM cohort_means WHERE revision = $r ORDER BY "group", cohort', {"r": revision})
-        return {"checkpoint": rec[0], "means": means}
+        return DatasetCheckpoint(checkpoint=rec[0], means=means)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "treatment_effects": self._rows("SELECT * FROM treatment_effects"),
-            "checkpoints": self._rows("SELECT * FROM ck ORDER BY checkpoint_step"),
-            "rows": self._rows('SELECT "group", count(DISTINCT train_index) AS n FROM ds GROUP BY ALL ORDER BY 1'),
-        }
+    def summary(self) -> DatasetSummary:
+        return DatasetSummary(
+            treatment_effects=self._rows("SELECT * FROM treatment_effects"),
+            checkpoints=self._rows("SELECT * FROM ck ORDER BY checkpoint_step"),
+            rows=self._rows('SELECT "group", count(DISTINCT train_index) AS n FROM ds GROUP BY ALL ORDER BY 1'),
+        )

@@ -53,6 +53,15 @@ def _buckets(counts, bkt, end):
 PREFETCH = 32  # rows ahead whose symbol and type are fetched during an induce scan (its reads are random)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_predecessor(T, SA, stype, i):
+    """Prefetch the symbol and type of the suffix before SA[i] (what an induce scan reads when it reaches i)."""
+    q = SA[i] - 1
+    if q >= 0:
+        prefetch(T, q)
+        prefetch(stype, q)
+
+
 @numba.njit(cache=True, nogil=True)
 def _induce(T, SA, stype, counts, bkt):
     """Induce L-type suffixes left to right from the seeded SA, then S-type suffixes right to left."""
@@ -60,10 +69,7 @@ def _induce(T, SA, stype, counts, bkt):
     _buckets(counts, bkt, False)
     for i in range(n):
         if i + PREFETCH < n:
-            q = SA[i + PREFETCH] - 1
-            if q >= 0:
-                prefetch(T, q)
-                prefetch(stype, q)
+            _prefetch_predecessor(T, SA, stype, i + PREFETCH)
         j = SA[i] - 1
         if j >= 0 and stype[j] == 0:
             c = T[j]
@@ -72,10 +78,7 @@ def _induce(T, SA, stype, counts, bkt):
     _buckets(counts, bkt, True)
     for i in range(n - 1, -1, -1):
         if i >= PREFETCH:
-            q = SA[i - PREFETCH] - 1
-            if q >= 0:
-                prefetch(T, q)
-                prefetch(stype, q)
+            _prefetch_predecessor(T, SA, stype, i - PREFETCH)
         j = SA[i] - 1
         if j >= 0 and stype[j] == 1:
             c = T[j]

@@ -25,7 +25,6 @@ which is keyed on the defining file only, can never keep a batch kernel compiled
 from __future__ import annotations
 
 import re
-from concurrent.futures import Future
 from itertools import chain
 from operator import attrgetter
 from collections.abc import Sequence
@@ -34,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, LimitError, QueryError
-from .index import MAX_TOKEN_ID, POOL_THREADS, NgramIndex, _pool, _Shard, query_tokens
+from ..pool import run_blocks
+from .index import MAX_TOKEN_ID, NgramIndex, _Shard, query_tokens
 from .search import _count_block
 
 _IDS_LINE = re.compile(r"[0-9 ]+(,[0-9 ]+)*")  # a queries-file line of token ids; any other line is text
@@ -155,11 +155,7 @@ def count_many(index: NgramIndex, queries: Sequence[Sequence[int]] | np.ndarray)
                 return shard, damage
         return None
 
-    n_blocks = max(1, min(POOL_THREADS, n_q // MIN_BLOCK))
-    cuts = [n_q * b // n_blocks for b in range(n_blocks + 1)]
-    futures: list[Future] = [_pool().submit(block, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
-    found = [block(cuts[0], cuts[1])] + [f.result() for f in futures]
-    for hit in found:
+    for hit in run_blocks(block, n_q, MIN_BLOCK):
         if hit is not None:
             shard, (code, row, _) = hit
             raise shard.damaged(int(code), int(row))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError, FormatError, LimitError, NotFoundError, QueryError
 from ..files import ngram_manifest_path
+from ..pool import pool
 from ..format.store import TokenStore
 from .build import build_index, build_shard, default_memory  # noqa: F401 - the package's names, kept here
 from .layout import (DEFAULT_SHARD_TOKENS, DIGEST_KEYS, FORMAT_VERSION, LEGACY_FORMAT_VERSION,  # noqa: F401
@@ -142,18 +142,6 @@ def _entry_point(kernel: Any, *args: Any) -> Any:
         return kernel
 
 
-_POOL: ThreadPoolExecutor | None = None
-POOL_THREADS = max(2, min(16, os.cpu_count() or 2))  # threads of the pool below
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Threads for searching several shards (or blocks of a batch) at once (the kernels release the GIL)."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="ngram")
-    return _POOL
-
-
 class NgramIndex:
     """A built n-gram index opened read-only over its store.
 
@@ -240,7 +228,7 @@ class NgramIndex:
                 raise s.damaged(lo, hi)
             return hi - lo
         total = 0
-        for s, (lo, hi) in zip(self.shards, _pool().map(lambda s: s.count_range(pat), self.shards)):
+        for s, (lo, hi) in zip(self.shards, pool().map(lambda s: s.count_range(pat), self.shards)):
             if lo < 0:
                 raise s.damaged(lo, hi)
             total += hi - lo

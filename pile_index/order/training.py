@@ -34,6 +34,7 @@ import numba
 import numpy as np
 
 from .. import files
+from ..pool import run_blocks
 from ..prefetch import prefetch
 from ..atomic import save_npy
 from ..digests import ensure_digests
@@ -58,6 +59,7 @@ log = logging.getLogger(__package__)  # one logger per package: log lines name t
 
 _PREFETCH_PIECES = 4  # pieces ahead to prefetch while copying
 _PREFETCH_TOKENS = 256  # tokens of each such piece to prefetch, one call per 32
+_ROWS_PER_BLOCK = 128  # rows one thread gathers at least: a step's 1,024 rows copy on several cores at once
 
 INVERSE_KINDS = ("doc_idx_inverse", "shuffle_idx_inverse")
 
@@ -584,12 +586,17 @@ class TrainingOrder(_OrderBase):
             return out
         if len(self.store.parts) == 1:
             part = self.store.parts[0]
-            code, index = _rows_kernel(ks, self._shuffle_idx, self._sample_idx, self._doc_idx, self._sizes,
-                                       np.asarray(part.pointers), np.int64(part.dtype.itemsize),
-                                       np.asarray(part.tokens), out.reshape(-1), np.int64(width),
-                                       np.int64(self._max_span))
-            if code:
-                raise self._map_error(code, int(ks[index]) if code == _ROW_TOKENS else index)
+            pointers, tokens = np.asarray(part.pointers), np.asarray(part.tokens)
+
+            def block(a: int, b: int) -> tuple[int, int]:
+                code, index = _rows_kernel(ks[a:b], self._shuffle_idx, self._sample_idx, self._doc_idx, self._sizes,
+                                           pointers, np.int64(part.dtype.itemsize), tokens, out[a:b].reshape(-1),
+                                           np.int64(width), np.int64(self._max_span))
+                return int(code), int(ks[a + index]) if code == _ROW_TOKENS else int(index)
+
+            for code, index in run_blocks(block, ks.size, _ROWS_PER_BLOCK):
+                if code:
+                    raise self._map_error(code, index)
             return out
         _, items, offsets, lengths = self.pieces(ks)
         flat = self.store.gather(items, offsets, lengths)

@@ -1,13 +1,13 @@
 """Suffix arrays by SA-IS (Nong, Zhang & Chan 2009, "Linear suffix array construction by almost pure
 induced-sorting"), in numba: linear time, integer alphabets, one recursion level per Python call.
 
-The input ``T`` ends with a unique smallest sentinel 0. Memory: the LMS names live in the free half of
-``SA`` (at most ``n / 2`` LMS positions), ``SA`` is freed while the reduced problem is solved and the LMS
-positions are recomputed into its tail afterwards; :func:`suffix_array_remade` also frees ``T`` and its type
-bytes during the recursion and makes them again. Peak: ``T`` and ``SA`` (int32), a type byte and the
-reduced string (4 bytes per LMS position, ~0.4 of them a symbol in text): ~10.6 bytes per symbol measured
-(was ~19 with separate names and LMS arrays). Written from the paper; SA-IS as in Yuta Mori's sais-lite,
-nothing copied.
+The input ``T`` ends with a unique smallest sentinel 0. Memory: each suffix's type (S or L) is packed into
+``T``'s sign while it is sorted (:func:`_classify`), the LMS names live in the free half of ``SA`` (at most
+``n / 2`` LMS positions), ``SA`` is freed while the reduced problem is solved and the LMS positions are
+recomputed into its tail afterwards; :func:`suffix_array_remade` also frees ``T`` during the recursion and
+makes it again before ``SA``. Peak: ``T`` and ``SA`` (int32) and the reduced string (4 bytes per LMS position,
+~0.35 of them a symbol in text): ~9.4 bytes per symbol measured (~19 with separate names and LMS arrays,
+~10.6 with a type byte per symbol). Written from the paper; SA-IS as in Yuta Mori's sais-lite, nothing copied.
 """
 
 from __future__ import annotations
@@ -22,23 +22,44 @@ from ..prefetch import prefetch
 _INT32_MAX_SYMBOLS = (1 << 31) - 1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sym(t):
+    """The symbol of a packed entry of ``T``: S-type suffixes hold ``~symbol`` (negative), L-type the symbol."""
+    return ~t if t < 0 else t
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _is_lms(T, i):
+    """Suffix i (> 0) is left-most S-type: S-type after an L-type."""
+    return T[i] < 0 and T[i - 1] >= 0
+
+
 @numba.njit(cache=True, nogil=True)
-def _classify(T, stype):
-    """stype[i] = 1 if suffix i is S-type (smaller than suffix i+1), 0 if L-type; T[-1] is the sentinel."""
+def _classify(T):
+    """Pack each suffix's type into ``T``: an S-type suffix (smaller than suffix i+1) becomes ``~T[i]``, an
+    L-type one keeps ``T[i]``; T[-1], the sentinel, is S-type. One array instead of T plus a type byte: an
+    induce step reads one cache line, not two."""
     n = T.shape[0]
-    stype[n - 1] = 1
+    T[n - 1] = ~T[n - 1]
     for i in range(n - 2, -1, -1):
-        if T[i] < T[i + 1] or (T[i] == T[i + 1] and stype[i + 1] == 1):
-            stype[i] = 1
-        else:
-            stype[i] = 0
+        nxt = T[i + 1]
+        c = T[i]
+        if c < _sym(nxt) or (c == _sym(nxt) and nxt < 0):
+            T[i] = ~c
+
+
+@numba.njit(cache=True, nogil=True)
+def _unclassify(T):
+    """Undo :func:`_classify`: the plain symbols again."""
+    for i in range(T.shape[0]):
+        T[i] = _sym(T[i])
 
 
 @numba.njit(cache=True, nogil=True)
 def _counts(T, K):
     c = np.zeros(K, dtype=np.int64)
     for i in range(T.shape[0]):
-        c[T[i]] += 1
+        c[_sym(T[i])] += 1
     return c
 
 
@@ -50,68 +71,71 @@ def _buckets(counts, bkt, end):
         bkt[c] = s if end else s - counts[c]
 
 
-PREFETCH = 32  # rows ahead whose symbol and type are fetched during an induce scan (its reads are random)
+PREFETCH = 32  # rows ahead whose packed symbol is fetched during an induce scan (its reads are random)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _prefetch_predecessor(T, SA, stype, i):
-    """Prefetch the symbol and type of the suffix before SA[i] (what an induce scan reads when it reaches i)."""
+def _prefetch_predecessor(T, SA, i):
+    """Prefetch the packed symbol of the suffix before SA[i] (what an induce scan reads when it reaches i)."""
     q = SA[i] - 1
     if q >= 0:
         prefetch(T, q)
-        prefetch(stype, q)
 
 
 @numba.njit(cache=True, nogil=True)
-def _induce(T, SA, stype, counts, bkt):
+def _induce(T, SA, counts, bkt):
     """Induce L-type suffixes left to right from the seeded SA, then S-type suffixes right to left."""
     n = T.shape[0]
     _buckets(counts, bkt, False)
     for i in range(n):
         if i + PREFETCH < n:
-            _prefetch_predecessor(T, SA, stype, i + PREFETCH)
+            _prefetch_predecessor(T, SA, i + PREFETCH)
         j = SA[i] - 1
-        if j >= 0 and stype[j] == 0:
+        if j >= 0:
             c = T[j]
-            SA[bkt[c]] = j
-            bkt[c] += 1
+            if c >= 0:  # L-type
+                SA[bkt[c]] = j
+                bkt[c] += 1
     _buckets(counts, bkt, True)
     for i in range(n - 1, -1, -1):
         if i >= PREFETCH:
-            _prefetch_predecessor(T, SA, stype, i - PREFETCH)
+            _prefetch_predecessor(T, SA, i - PREFETCH)
         j = SA[i] - 1
-        if j >= 0 and stype[j] == 1:
+        if j >= 0:
             c = T[j]
-            bkt[c] -= 1
-            SA[bkt[c]] = j
+            if c < 0:  # S-type
+                c = ~c
+                bkt[c] -= 1
+                SA[bkt[c]] = j
 
 
 @numba.njit(cache=True, nogil=True)
-def _sort_lms_substrings(T, SA, stype, counts):
+def _sort_lms_substrings(T, SA, counts):
     """Stage 1: seed LMS positions at bucket ends, induce; return the LMS positions in sorted order."""
     n = T.shape[0]
     bkt = np.empty(counts.shape[0], dtype=np.int64)
     SA[:] = -1
     _buckets(counts, bkt, True)
     for i in range(1, n):
-        if stype[i] == 1 and stype[i - 1] == 0:
-            c = T[i]
+        if _is_lms(T, i):
+            c = ~T[i]
             bkt[c] -= 1
             SA[bkt[c]] = i
-    _induce(T, SA, stype, counts, bkt)
+    _induce(T, SA, counts, bkt)
     n1 = 0
     for i in range(n):
         j = SA[i]
-        if j > 0 and stype[j] == 1 and stype[j - 1] == 0:
+        if j > 0 and _is_lms(T, j):
             SA[n1] = j
             n1 += 1
     return n1
 
 
 @numba.njit(cache=True, nogil=True)
-def _name_lms(T, SA, stype, n1):
+def _name_lms(T, SA, n1):
     """Name the sorted LMS substrings in SA[:n1] (equal substrings share a name), the names kept in
-    SA[n1 + pos // 2] (n1 <= n // 2, so they fit); return (reduced string in text order, number of names)."""
+    SA[n1 + pos // 2] (n1 <= n // 2, so they fit); return (reduced string in text order, number of names).
+    Two packed entries are equal exactly when their symbols and types are."""
     n = T.shape[0]
     for i in range(n1, n):
         SA[i] = -1
@@ -120,18 +144,14 @@ def _name_lms(T, SA, stype, n1):
     for i in range(n1):
         if i + PREFETCH < n1:
             prefetch(T, SA[i + PREFETCH])
-            prefetch(stype, SA[i + PREFETCH])
         pos = SA[i]
         diff = False
         for d in range(n):
-            if prev == -1 or T[pos + d] != T[prev + d] or stype[pos + d] != stype[prev + d]:
+            if prev == -1 or T[pos + d] != T[prev + d]:
                 diff = True
                 break
-            if d > 0:
-                a = pos + d
-                b = prev + d
-                if (stype[a] == 1 and stype[a - 1] == 0) or (stype[b] == 1 and stype[b - 1] == 0):
-                    break
+            if d > 0 and (_is_lms(T, pos + d) or _is_lms(T, prev + d)):
+                break
         if diff:
             name += 1
             prev = pos
@@ -139,7 +159,7 @@ def _name_lms(T, SA, stype, n1):
     s1 = np.empty(n1, dtype=SA.dtype)
     k = 0
     for i in range(1, n):
-        if stype[i] == 1 and stype[i - 1] == 0:
+        if _is_lms(T, i):
             s1[k] = SA[n1 + i // 2]
             k += 1
     return s1, name + 1
@@ -152,13 +172,13 @@ def _direct_sa(s1, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _final_induce(T, SA, stype, counts, n1):
+def _final_induce(T, SA, counts, n1):
     """Stage 3: SA[:n1] holds the reduced suffix array; map it to LMS positions (listed in SA's tail), seed
     them in sorted order at bucket ends (from the last: each lands at or after its slot), induce."""
     n = T.shape[0]
     k = n - n1
     for i in range(1, n):
-        if stype[i] == 1 and stype[i - 1] == 0:
+        if _is_lms(T, i):
             SA[k] = i
             k += 1
     for i in range(n1):
@@ -170,43 +190,43 @@ def _final_induce(T, SA, stype, counts, n1):
     for i in range(n1 - 1, -1, -1):
         j = SA[i]
         SA[i] = -1
-        c = T[j]
+        c = ~T[j]
         bkt[c] -= 1
         SA[bkt[c]] = j
-    _induce(T, SA, stype, counts, bkt)
+    _induce(T, SA, counts, bkt)
 
 
 def _sais(T: np.ndarray | None, K: int, remake: Callable[[], np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(SA, T): SA-IS of ``T``, or of ``remake()`` (then made twice: freed during the recursion)."""
+    """(SA, T): SA-IS of ``T``, or of ``remake()`` (then made twice: freed during the recursion). ``T``
+    holds its suffix types while it is sorted (:func:`_classify`) and its plain symbols again on return."""
     if T is None:
         T = remake()
     n = int(T.shape[0])
     idx = np.int32 if n < _INT32_MAX_SYMBOLS else np.int64
     if n == 1:
         return np.zeros(1, dtype=idx), T
-    stype = np.empty(n, dtype=np.uint8)
-    _classify(T, stype)
+    _classify(T)
     counts = _counts(T, K)
     SA = np.empty(n, dtype=idx)
-    n1 = _sort_lms_substrings(T, SA, stype, counts)
-    s1, n_names = _name_lms(T, SA, stype, n1)
+    n1 = _sort_lms_substrings(T, SA, counts)
+    s1, n_names = _name_lms(T, SA, n1)
     del SA  # rebuilt after the recursion: the reduced problem is solved in its place
     if remake is not None:
-        del T, stype
+        del T
     if n_names < n1:
         sa1 = _sais(s1, n_names, None)[0]
     else:
         sa1 = np.empty(n1, dtype=idx)
         _direct_sa(s1, sa1)
     del s1
+    if remake is not None:  # before SA: T's making (a read of the tokens) and SA never coexist
+        T = remake()
+        _classify(T)
     SA = np.empty(n, dtype=idx)
     SA[:n1] = sa1
     del sa1
-    if remake is not None:
-        T = remake()
-        stype = np.empty(n, dtype=np.uint8)
-        _classify(T, stype)
-    _final_induce(T, SA, stype, counts, n1)
+    _final_induce(T, SA, counts, n1)
+    _unclassify(T)
     return SA, T
 
 

@@ -68,7 +68,12 @@ def test_suffix_array_matches_sorting():
         k = int(rng.integers(1, 4))
         T = np.concatenate([rng.integers(1, k + 1, size=n - 1), [0]]).astype(np.int32)
         ref = sorted(range(n), key=lambda i: T[i:].tolist())
+        before = T.copy()
         assert suffix_array(T, k + 1).tolist() == ref
+        np.testing.assert_array_equal(T, before)  # the types packed into T while sorting are taken out again
+        wide = T.astype(np.int64)  # the symbol type of parts past 2**31 tokens
+        assert suffix_array(wide, k + 1).tolist() == ref
+        np.testing.assert_array_equal(wide, before)
 
 
 def _is_sorted_sa(T: np.ndarray, sa: np.ndarray) -> bool:

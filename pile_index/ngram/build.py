@@ -198,30 +198,46 @@ def _bar(items: list, progress: bool, desc: str, unit: str) -> Any:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def plan_parts(store: TokenStore, spec: ShardSpec, memory: int) -> list[tuple[int, int]]:
+def plan_parts(store: TokenStore, spec: ShardSpec, memory: int, multiple: int = 1) -> list[tuple[int, int]]:
     """The shard's items cut into parts [item_lo, item_hi) whose in-RAM sort fits ``memory`` bytes (an item
-    larger than that is a part of its own). Empty items join their neighbours."""
+    larger than that is a part of its own). Empty items join their neighbours. With several parts, their
+    count is rounded up to a ``multiple`` (the parts sorted at once) and the cuts are balanced: the smallest
+    budget that still gives that many parts, so no thread sorts a short last part while the others wait."""
     off = store.token_offsets()
 
     def cost(lo: int, hi: int) -> int:
         return PART_BYTES_PER_TOKEN * int(off[hi] - off[lo]) + PART_BYTES_PER_ITEM * (hi - lo)
 
-    parts = []
-    lo = spec.item_lo
-    while lo < spec.item_hi:
-        a, b = lo + 1, spec.item_hi  # the largest hi in [lo + 1, item_hi] with cost(lo, hi) <= memory
-        if cost(lo, b) <= memory:
-            a = b
+    def greedy(budget: int) -> list[tuple[int, int]]:
+        parts = []
+        lo = spec.item_lo
+        while lo < spec.item_hi:
+            a, b = lo + 1, spec.item_hi  # the largest hi in [lo + 1, item_hi] with cost(lo, hi) <= budget
+            if cost(lo, b) <= budget:
+                a = b
+            else:
+                while a < b:
+                    mid = (a + b + 1) >> 1
+                    if cost(lo, mid) <= budget:
+                        a = mid
+                    else:
+                        b = mid - 1
+            parts.append((lo, a))
+            lo = a
+        return parts
+
+    parts = greedy(memory)
+    if len(parts) == 1:
+        return parts
+    want = -(-len(parts) // max(1, multiple)) * max(1, multiple)
+    lo, hi = cost(spec.item_lo, spec.item_hi) // want, memory  # greedy(hi) has <= want parts; find the least such
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if len(greedy(mid)) <= want:
+            hi = mid
         else:
-            while a < b:
-                mid = (a + b + 1) >> 1
-                if cost(lo, mid) <= memory:
-                    a = mid
-                else:
-                    b = mid - 1
-        parts.append((lo, a))
-        lo = a
-    return parts
+            lo = mid + 1
+    return greedy(hi)
 
 
 def merge_plan(memory: int) -> tuple[int, int]:
@@ -253,7 +269,7 @@ class _ShardBuild:
         # within memory / threads (the part plan, and so the run markers, depend on it; the shard does not).
         self.threads = 1 if len(self.parts) == 1 else max(1, default_threads() if threads is None else threads)
         if self.threads > 1:
-            self.parts = plan_parts(store, spec, memory // self.threads)
+            self.parts = plan_parts(store, spec, memory // self.threads, self.threads)
         self.fan_in, self.buffer_rows = merge_plan(memory)
         self.levels = merge_tree(len(self.parts), self.fan_in)
         self.children: dict[tuple[int, int], list[tuple[int, int]]] = {}

@@ -208,3 +208,24 @@ def test_ray_parts_give_the_same_files(tmp_path):
     on_ray = build_index(store, tmp_path / "ray", memory=2048, ray_address="local", ray_num_cpus=2)
     for name in ("shard-00000.sa", "shard-00000.sample"):
         assert (local / name).read_bytes() == (on_ray / name).read_bytes()
+
+
+@pytest.mark.parametrize("memory, multiple", [(2048, 1), (2048, 2), (2048, 3), (9000, 4), (1 << 30, 2)])
+def test_parts_are_balanced_and_a_multiple_of_the_threads(tmp_path, memory, multiple):
+    """The parts cover the items in order, each fits the budget (or is one item), their count is a multiple of
+    the threads sorting them (or 1), and none is larger than the plain greedy cut's largest."""
+    store = _store(tmp_path, _docs(seed=3, n=300))
+    spec = plan_shards(store, 1 << 40, 1 << 40)[0]
+    off = store.token_offsets()
+
+    def cost(lo, hi):
+        return build_mod.PART_BYTES_PER_TOKEN * int(off[hi] - off[lo]) + build_mod.PART_BYTES_PER_ITEM * (hi - lo)
+
+    parts = build_mod.plan_parts(store, spec, memory, multiple)
+    assert parts[0][0] == spec.item_lo and parts[-1][1] == spec.item_hi
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:])) and all(lo < hi for lo, hi in parts)
+    assert all(cost(lo, hi) <= memory or hi == lo + 1 for lo, hi in parts)
+    assert len(parts) == 1 or len(parts) % multiple == 0
+    greedy = build_mod.plan_parts(store, spec, memory, 1)
+    assert max(cost(*p) for p in parts) <= max(cost(*p) for p in greedy)
+    assert len(parts) == (1 if len(greedy) == 1 else -(-len(greedy) // multiple) * multiple)  # no extra parts

@@ -37,10 +37,10 @@ BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 # Arguments of --quick (small sizes) per benchmark; a benchmark not listed runs with its defaults.
 QUICK_ARGS = {
     "ingest": ["--mb", "20"],
-    "order": ["--docs", "1000000", "--rows-docs", "20000", "--steps", "5"],
-    "ngram": ["--scale", "0.05", "--queries", "200", "--rounds", "3"],
+    "order": ["--docs", "1000000", "--steps", "10"],  # (b) on its default 100,000-document store (309 MB)
+    "ngram": ["--queries", "200", "--rounds", "2", "--build-rounds", "2"],  # the 100M tokens: ~2 min
     "scorer": ["--shapes", "70m", "--rounds", "1"],  # full 70m size: smaller rows say nothing of the targets
-    "api_load": ["--docs", "2000", "--requests", "500"],
+    "api_load": ["--docs", "2000", "--requests", "2000"],
     "ngram_scale": ["--tokens", "2000000", "--queries", "200", "--batch", "20000", "--cold", "10", "--rounds", "2"],
 }
 

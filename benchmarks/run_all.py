@@ -39,7 +39,7 @@ QUICK_ARGS = {
     "ingest": ["--mb", "20"],
     "order": ["--docs", "1000000", "--rows-docs", "20000", "--steps", "5"],
     "ngram": ["--scale", "0.05", "--queries", "200", "--rounds", "3"],
-    "scorer": ["--shapes", "70m", "--rounds", "1"],  # full 70m size: smaller rows say nothing of the targets
+    "scorer": ["--shapes", "70m,410m", "--rounds", "1"],  # full sizes (~2.5 min): smaller rows say nothing of the targets
     "api_load": ["--docs", "2000", "--requests", "500"],
     "ngram_scale": ["--tokens", "2000000", "--queries", "200", "--batch", "20000", "--cold", "10", "--rounds", "2"],
 }

@@ -17,12 +17,13 @@ the CPU's peak, computed from /proc/cpuinfo (cores x GHz x fp32 FLOPs per cycle 
 
 CPU (default): the 70m shape (seq_length 2048, 2 rows, batch 2) and the 410m shape (hidden 1,024, 24 layers,
 16 heads; 2 rows of 2048 at batch 2, the batch ``score_rows`` picks for it on CPU: ``auto_batch_size``), fp32.
-At 1 row the fp32 weights and the imports alone (1,546 + ~310 MiB at 410m) are about 0.6x of transformers'
-peak, a floor no forward can go under; transformers' full (batch, seq, vocab) logits and their log-softmax
-grow with the batch (412 MiB each per row at 410m) where ours stay one 128 MiB chunk. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m,
-410m and 1.4b shapes in bf16, and the same ratio against transformers (bf16, sdpa).
+At 410m the fp32 weights and the runtime alone (1,935 MiB after loading, 1,546 of them weights) are 0.63-0.65x
+of transformers' peak at 1 row and 0.47-0.48x at 2 rows: a floor no forward goes under. transformers' full
+(batch, seq, vocab) logits and their log-softmax grow with the batch (412 MiB each per row at 410m), ours stay
+one 128 MiB chunk. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m, 410m and 1.4b
+shapes in bf16, and the same ratio against transformers (bf16, sdpa).
 
-    python benchmarks/scorer.py                                   # CPU, 70m and 410m, 3 rounds (~7 min on 2 cores)
+    python benchmarks/scorer.py                                   # CPU, 70m and 410m, 3 rounds (~6 min on 2 cores)
     python benchmarks/scorer.py --shapes 410m --rows 4 --batch 4 --rounds 1     # memory at a larger batch
     python benchmarks/scorer.py --shapes 70m --seq-length 256 --rounds 2          # quick
     python benchmarks/scorer.py --cuda --cuda-shapes 70m,160m,410m,1.4b
@@ -192,6 +193,8 @@ def child(args: argparse.Namespace) -> None:
     sync()
     peak_one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda_one = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+    run(rows[: args.batch, : min(rows.shape[1], 129)])  # and at the batch's width (short rows)
+    sync()
     best = None
     for _ in range(args.repeats):  # best of N passes: other jobs on a shared machine only ever slow a pass
         if shares:

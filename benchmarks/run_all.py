@@ -39,7 +39,7 @@ QUICK_ARGS = {
     "ingest": ["--mb", "20"],
     "order": ["--docs", "1000000", "--steps", "10"],  # (b) on its default 100,000-document store (309 MB)
     "ngram": ["--queries", "200", "--rounds", "2", "--build-rounds", "2"],  # the 100M tokens: ~2 min
-    "scorer": ["--shapes", "70m", "--rounds", "1"],  # full 70m size: smaller rows say nothing of the targets
+    "scorer": ["--shapes", "70m,410m", "--rounds", "1"],  # full sizes (~2.5 min): smaller rows say nothing of the targets
     "api_load": ["--docs", "2000", "--requests", "2000"],
     "ngram_scale": ["--tokens", "2000000", "--queries", "200", "--batch", "20000", "--cold", "10", "--rounds", "2"],
 }

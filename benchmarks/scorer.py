@@ -4,7 +4,9 @@ Both sides compute per-token losses of the same rows under the same random-weigh
 (written once to a temp folder in Hugging Face layout); ours also computes rank, entropy and the one-pass
 memorization flag (its normal work), and optionally the greedy memorization score. Each side runs in a fresh
 subprocess so that peak memory (``ru_maxrss``: everything the process touched, torch's allocator included)
-is measured fairly; both import torch, and the baseline RSS after loading the model is printed too.
+is measured fairly; both import torch, and the baseline RSS after loading the model is printed too. Each
+child first scores one row alone (a full-length warm-up) and notes its peak there, then times the pass at
+the shape's batch: peak memory is reported at 1 row and at that batch, from the same processes.
 The per-token losses of the two sides are compared (max abs diff).
 
 Rounds alternate the sides (ours, transformers, ours, transformers, ...); round r's ratio is ours in round r
@@ -14,10 +16,15 @@ machine slows single runs, so one good round proves nothing). Ours also reports 
 the CPU's peak, computed from /proc/cpuinfo (cores x GHz x fp32 FLOPs per cycle of its vector unit).
 
 CPU (default): the 70m shape (seq_length 2048, 2 rows, batch 2) and the 410m shape (hidden 1,024, 24 layers,
-16 heads; 1 row of 2048), fp32. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m,
-410m and 1.4b shapes in bf16, and the same ratio against transformers (bf16, sdpa).
+16 heads; 2 rows of 2048 at batch 2, the batch ``score_rows`` picks for it on CPU: ``auto_batch_size``), fp32.
+At 410m the fp32 weights and the runtime alone (1,935 MiB after loading, 1,546 of them weights) are 0.63-0.65x
+of transformers' peak at 1 row and 0.47-0.48x at 2 rows: a floor no forward goes under. transformers' full
+(batch, seq, vocab) logits and their log-softmax grow with the batch (412 MiB each per row at 410m), ours stay
+one 128 MiB chunk. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m, 410m and 1.4b
+shapes in bf16, and the same ratio against transformers (bf16, sdpa).
 
     python benchmarks/scorer.py                                   # CPU, 70m and 410m, 3 rounds (~6 min on 2 cores)
+    python benchmarks/scorer.py --shapes 410m --rows 4 --batch 4 --rounds 1     # memory at a larger batch
     python benchmarks/scorer.py --shapes 70m --seq-length 256 --rounds 2          # quick
     python benchmarks/scorer.py --cuda --cuda-shapes 70m,160m,410m,1.4b
 """
@@ -182,7 +189,11 @@ def child(args: argparse.Namespace) -> None:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base = rss_kib()
-    run(rows[: args.batch, : min(rows.shape[1], 129)])  # warm-up: kernel selection, numba cache, allocator
+    run(rows[:1])  # one row alone: warm-up (kernel selection, numba cache, allocator) and the 1-row peak
+    sync()
+    peak_one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cuda_one = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+    run(rows[: args.batch, : min(rows.shape[1], 129)])  # and at the batch's width (short rows)
     sync()
     best = None
     for _ in range(args.repeats):  # best of N passes: other jobs on a shared machine only ever slow a pass
@@ -199,9 +210,10 @@ def child(args: argparse.Namespace) -> None:
     result = {
         "seconds": dt, "tokens": int(nll.size), "tokens_per_s": nll.size / dt,
         "tokens_per_cpu_s": nll.size / cpu,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_one_row_mib": peak_one,
         "loaded_rss_mib": base / 1024,
         "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
+        "cuda_peak_one_row_mib": cuda_one,
     }
     if t:  # head = the chunked output projection with its statistics (all but the body)
         result["shares"] = {"attention": t["attention"] / dt, "mlp": t["mlp"] / dt,
@@ -226,8 +238,10 @@ def run_child(side: str, folder: Path, rows_file: Path, nll_out: Path, device: s
 # -------------------------------------------------------------------------------------------- parent
 
 NAMES = {"hf": "transformers", "ours": "pile-index", "ours+mem": "pile-index+mem"}
-SHAPE_ROWS = {"70m": (2, 2), "410m": (1, 1)}
-"""CPU rows per pass and batch per shape: a 410m round (both sides) stays near a minute on 2 cores."""
+SHAPE_ROWS = {"70m": (2, 2), "410m": (2, 2)}
+"""CPU rows per pass and batch per shape: the batch ``score_rows`` picks on CPU for 2,048 tokens is 5 rows at
+70m and 2 at 410m (``auto_batch_size``); a 410m round (both sides, plus each one's 1-row warm-up) takes about
+1.5 minutes on 2 cores."""
 
 
 def spread(v: list[float]) -> str:
@@ -250,8 +264,8 @@ def compare(shape: str, seq_length: int, n_rows: int, batch: int, device: str, t
           f"batch {batch}, {rounds} alternating rounds (best of {repeats} passes per run), {device}, "
           f"{'fp32' if device == 'cpu' else 'bf16'}; {flops / 1e6:,.1f} MFLOP/token", flush=True)
     print(f"{'round':<7}{'side':<16}{'tokens/s':>10}{'tok/CPU-s':>11}{'GFLOP/s':>9}{'of peak':>9}"
-          f"{'peak RSS MiB':>14}{'loaded RSS':>12}{'CUDA peak MiB':>15}", flush=True)
-    speed, mem, diffs, share_rounds, ceilings = [], [], [], [], []
+          f"{'peak RSS MiB':>14}{'at 1 row':>10}{'loaded RSS':>12}{'CUDA peak MiB':>15}", flush=True)
+    speed, mem, mem_one, diffs, share_rounds, ceilings = [], [], [], [], [], []
     for r in range(rounds):
         res = {}
         for side in ("ours", "hf"):  # alternating: ours, transformers, ours, transformers, ...
@@ -264,17 +278,23 @@ def compare(shape: str, seq_length: int, n_rows: int, batch: int, device: str, t
             of_peak = f"{100 * gf * 1e9 / peak_flops:.1f}%" if peak_flops else "-"
             cp = f"{x['cuda_peak_mib']:,.0f}" if x["cuda_peak_mib"] is not None else "-"
             print(f"{r + 1:<7}{NAMES[side]:<16}{x['tokens_per_s']:>10,.1f}{x['tokens_per_cpu_s']:>11,.1f}{gf:>9,.1f}"
-                  f"{of_peak:>9}{x['peak_rss_mib']:>14,.0f}{x['loaded_rss_mib']:>12,.0f}{cp:>15}", flush=True)
+                  f"{of_peak:>9}{x['peak_rss_mib']:>14,.0f}{x['peak_one_row_mib']:>10,.0f}"
+                  f"{x['loaded_rss_mib']:>12,.0f}{cp:>15}", flush=True)
         o, h = res["ours"], res["hf"]
         speed.append(o["tokens_per_s"] / h["tokens_per_s"])
         mem.append(o["cuda_peak_mib"] / h["cuda_peak_mib"] if device != "cpu" else o["peak_rss_mib"] / h["peak_rss_mib"])
+        one = "cuda_peak_one_row_mib" if device != "cpu" else "peak_one_row_mib"
+        mem_one.append(o[one] / h[one])
         if "shares" in o:
             share_rounds.append(o["shares"])
             ceilings.append(o["gemm_ceiling_flops"])
     RATIOS[f"scorer_{shape}_{device}_speed_vs_transformers"] = speed
     RATIOS[f"scorer_{shape}_{device}_peak_memory_vs_transformers"] = mem
+    if batch > 1:
+        RATIOS[f"scorer_{shape}_{device}_peak_memory_1_row_vs_transformers"] = mem_one
     print(f"speed pile-index / transformers: {spread(speed)}")
-    print(f"peak memory pile-index / transformers: {spread(mem)}")
+    print(f"peak memory pile-index / transformers, batch {batch}: {spread(mem)}")
+    print(f"peak memory pile-index / transformers, 1 row: {spread(mem_one)}")
     print(f"per-token loss max abs diff: {max(diffs):.2e}")
     if share_rounds:
         keys = list(share_rounds[0])
@@ -291,8 +311,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="70m,410m", help="Pythia shapes for the CPU comparison (default 70m,410m)")
     ap.add_argument("--seq-length", type=int, default=2048, help="tokens per row, excluding the label shift")
-    ap.add_argument("--rows", type=int, default=None, help="rows timed per pass (default per shape: 70m 2, 410m 1)")
-    ap.add_argument("--batch", type=int, default=None, help="rows per forward pass (default per shape: 70m 2, 410m 1)")
+    ap.add_argument("--rows", type=int, default=None, help="rows timed per pass (default per shape: 70m 2, 410m 2)")
+    ap.add_argument("--batch", type=int, default=None, help="rows per forward pass (default per shape: 70m 2, 410m 2)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (ours, transformers) per shape")
     ap.add_argument("--repeats", type=int, default=1, help="timed passes per run; the best one counts")
     ap.add_argument("--memorization", action="store_true", help="also time ours with the greedy memorization score")

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import ConfigError, FormatError, NotFoundError
 from ..sidecar import read_json
+from .kernels import split_qkv_rotary
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -254,15 +255,23 @@ def rotary_tables(cfg: GPTNeoXConfig, start: int, length: int,
     return emb.cos(), emb.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first cos.shape[-1] dims of x (B, H, T, hd); the rest pass through."""
+def apply_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """Rotate, in place, the first cos.shape[-1] dims of x (B, T, H, n, hd) at positions T (the n slots of
+    each head share the rotation: q and k of the fused projection); the rest are left alone. The same
+    products and sums as the rotate-half form ``x_rot * cos + cat(-x2, x1) * sin`` (a + (-b) is a - b in
+    IEEE arithmetic), so the result is bit for bit the same, without its two concatenations and full copy."""
     r = cos.shape[-1]
     if r == 0:
-        return x
-    x_rot, x_pass = x[..., :r], x[..., r:]
-    x1, x2 = x_rot[..., : r // 2], x_rot[..., r // 2 :]
-    rotated = torch.cat((-x2, x1), dim=-1)  # NeoX rotate-half
-    return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
+        return
+    h = r // 2
+    c, s = cos[:, None, None, :h], sin[:, None, None, :h]  # (T, 1, 1, r/2): both halves of the tables are equal
+    x1, x2 = x[..., :h], x[..., h:r]  # strided views into x
+    first = x1 * c
+    first -= x2 * s  # x1 cos - x2 sin
+    second = x2 * c
+    second += x1 * s  # x2 cos + x1 sin
+    x1.copy_(first)
+    x2.copy_(second)
 
 
 _ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
@@ -299,9 +308,16 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, d = x.shape
-        qkv = linear(x, self.query_key_value).view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, H, T, 3hd)
-        q, k, v = qkv.split(self.head_dim, dim=-1)  # each (B, H, T, hd)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        qkv = linear(x, self.query_key_value).view(B, T, self.n_head, 3, self.head_dim)  # (B, T, H, 3, hd)
+        # q, k, v contiguous in one (3, B, H, T, hd) tensor: CPU flash attention ran 8% faster on them than on
+        # strided views (measured alone, 410m shape, 2,048 tokens); on CPU one fused pass (kernels.py)
+        if x.device.type == "cpu" and qkv.dtype == cos.dtype == torch.float32 and not qkv.requires_grad:
+            qkv_t = torch.empty(3, B, self.n_head, T, self.head_dim)
+            split_qkv_rotary(qkv.numpy(), cos.contiguous().numpy(), sin.contiguous().numpy(), qkv_t.numpy())
+        else:
+            apply_rotary_(qkv[:, :, :, :2], cos, sin)  # q and k, in place
+            qkv_t = qkv.permute(3, 0, 2, 1, 4).contiguous()
+        q, k, v = qkv_t.unbind(0)  # each (B, H, T, hd)
         past = 0
         if cache is not None:
             if cache.k[layer] is not None:
@@ -343,9 +359,14 @@ class Block(nn.Module):
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         a = self.attention(self.input_layernorm(x), cos, sin, cache, layer)
         if self.parallel:
-            return self.mlp(self.post_attention_layernorm(x)) + a + x
-        x = a + x
-        return self.mlp(self.post_attention_layernorm(x)) + x
+            y = self.mlp(self.post_attention_layernorm(x))
+            y += a  # in place, in transformers' order: (mlp + attn) + x
+            y += x
+            return y
+        a += x
+        y = self.mlp(self.post_attention_layernorm(a))
+        y += a
+        return y
 
 
 class GPTNeoX(nn.Module):
@@ -393,5 +414,5 @@ def expected_shapes(cfg: GPTNeoXConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-__all__ = ["PYTHIA_SHAPES", "GPTNeoX", "GPTNeoXConfig", "KVCache", "apply_rotary", "expected_shapes", "linear",
+__all__ = ["PYTHIA_SHAPES", "GPTNeoX", "GPTNeoXConfig", "KVCache", "apply_rotary_", "expected_shapes", "linear",
            "pythia_shape", "rotary_tables"]

@@ -82,3 +82,31 @@ def test_linear_equals_torch_linear(gelu, bias):
     layer.requires_grad_(True)  # under autograd: plain torch ops, so backward works
     linear(x, layer, gelu=gelu).sum().backward()
     assert layer.weight.grad is not None
+
+
+def rotate_half_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The rotate-half form of the NeoX rotary on x (B, H, T, hd), with its concatenations."""
+    r = cos.shape[-1]
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    rotated = torch.cat((-x_rot[..., r // 2 :], x_rot[..., : r // 2]), dim=-1)
+    return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
+
+
+@pytest.mark.parametrize("rotary_pct", [0.0, 0.25, 1.0])
+def test_split_qkv_rotary_equals_rotate_half_bit_for_bit(rotary_pct):
+    from pile_index.scorer.kernels import split_qkv_rotary
+    from pile_index.scorer.model import apply_rotary_, rotary_tables
+
+    B, T, H, hd = 2, 37, 3, 32
+    cfg = GPTNeoXConfig(vocab_size=11, hidden_size=H * hd, num_attention_heads=H, num_hidden_layers=1,
+                        intermediate_size=8, rotary_pct=rotary_pct)
+    cos, sin = rotary_tables(cfg, 5, T, torch.device("cpu"))  # positions 5 .. 41, as after a cache
+    qkv = torch.randn(B, T, H, 3, hd, generator=torch.Generator().manual_seed(1)) * 4
+    got = torch.empty(3, B, H, T, hd)
+    split_qkv_rotary(qkv.numpy(), cos.numpy(), sin.numpy(), got.numpy())
+    q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # (B, H, T, hd) views
+    for out, ref in zip(got, (rotate_half_reference(q, cos, sin), rotate_half_reference(k, cos, sin), v)):
+        assert torch.equal(out, ref)
+    fallback = qkv.clone()  # the torch path (CUDA, autograd): in place on q and k
+    apply_rotary_(fallback[:, :, :, :2], cos, sin)
+    assert torch.equal(fallback.permute(3, 0, 2, 1, 4), got)

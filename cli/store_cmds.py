@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import math
 import re
@@ -112,11 +111,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("serving on http://%s:%d (OpenAPI docs at /docs; max_connections=%s, header_timeout_s=%g, open-file "
              "limit %s)", host, port, f"{settings.max_connections:,}", settings.header_timeout_s, f"{fd_limit:,}")
     server = build_server(create_app(settings, state=state), settings, log_level="warning" if args.quiet else "info")
-    # What is open now (modules, the corpus, numba's dispatchers) lives as long as the process: out of the
-    # collector's sight, a full collection no longer walks it while requests wait (sample look-ups: ~10% more
-    # requests/s on 2 cores in benchmarks/api_load.py).
-    gc.collect()
-    gc.freeze()
     try:
         server.run(sockets=[sock])
     finally:

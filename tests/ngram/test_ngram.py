@@ -76,6 +76,35 @@ def test_suffix_array_matches_sorting():
         np.testing.assert_array_equal(wide, before)
 
 
+def test_prefix_doubling_matches_sorting():
+    """The reduced problems' prefix doubling, alone: random and repetitive strings (many rounds)."""
+    from pile_index.ngram.suffix_array import _doubling_sa
+
+    rng = np.random.default_rng(11)
+    cases = [rng.integers(1, int(rng.integers(2, 9)), size=int(rng.integers(1, 80))) for _ in range(200)]
+    cases += [np.tile([1, 2, 2], 30), np.ones(100, dtype=np.int64), np.tile(rng.integers(1, 4, 7), 20)]
+    for body in cases:
+        T = np.concatenate([body, [0]]).astype(np.int32)
+        ref = sorted(range(T.size), key=lambda i: T[i:].tolist())
+        out = np.empty(T.size, dtype=np.int32)
+        _doubling_sa(T, int(T.max()) + 1, out)
+        assert out.tolist() == ref
+
+
+@pytest.mark.parametrize("unique", [0.0, 2.0])
+def test_suffix_array_with_and_without_doubling(monkeypatch, unique):
+    """Reduced problems sorted by doubling (any share of distinct names) or always by SA-IS: the same array."""
+    import importlib
+
+    sa_mod = importlib.import_module("pile_index.ngram.suffix_array")  # the package exports the function
+    monkeypatch.setattr(sa_mod, "DOUBLING_UNIQUE", unique)
+    rng = np.random.default_rng(12)
+    for body in [rng.integers(1, 3, size=3000), rng.integers(1, 300, size=5000),
+                 np.tile(rng.integers(1, 4, size=37), 60), np.concatenate([np.tile([1, 2], 500), rng.integers(1, 5, 400)])]:
+        T = np.concatenate([body, [0]]).astype(np.int32)
+        assert _is_sorted_sa(T, suffix_array(T, int(T.max()) + 1))
+
+
 def _is_sorted_sa(T: np.ndarray, sa: np.ndarray) -> bool:
     if sorted(sa.tolist()) != list(range(T.size)):
         return False

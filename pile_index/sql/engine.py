@@ -19,8 +19,8 @@ Safety (datasette's model), in this order:
    them live in its own session, so concurrent queries never see each other's. DuckDB resolves the links in
    ``allowed_paths``, so what reads settings or runs SQL from a string (:data:`HIDDEN_FUNCTIONS`) is refused
    at the parse.
-4. A time limit (``sql_timeout_s``) interrupts the query's session (no other) from a timer thread; a caller
-   whose own limit answers first (the API's ``request_timeout_s``) interrupts it through :class:`SqlCancel`,
+4. A time limit (``sql_timeout_s``) interrupts the query's session (no other) from the one deadline thread
+   all queries share; a caller whose own limit answers first (the API's ``request_timeout_s``) interrupts it through :class:`SqlCancel`,
    so no work goes on after the answer. A row limit (``sql_max_rows``, found by fetching one more row) sets
    ``truncated: true``; ``max_response_bytes`` bounds the JSON of the rows while it is produced.
 
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import atexit
 import glob
+import heapq
 import json
 import logging
 import os
@@ -168,8 +169,8 @@ class SqlResult:
 
 
 class SqlCancel:
-    """Stops a running query from another thread: the time limit's timer calls :meth:`interrupt`, and so can
-    a caller whose own limit answered first. Interrupting before the connection exists stops it at once."""
+    """Stops a running query from another thread: the time limit's deadline thread calls :meth:`interrupt`,
+    and so can a caller whose own limit answered first. Interrupting before the connection exists stops it at once."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -188,6 +189,55 @@ class SqlCancel:
             self._con = con
             if con is not None and self.reason is not None:
                 con.interrupt()
+
+
+class _Deadlines:
+    """One daemon thread that interrupts queries past their time limit (a ``threading.Timer`` per query
+    started a thread each time: ~160 us of a ~1 ms light query). :meth:`arm` returns a token for
+    :meth:`disarm`; a disarmed deadline never fires."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, SqlCancel]] = []
+        self._live: set[int] = set()
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, timeout_s: float, cancel: SqlCancel) -> int:
+        with self._cond:
+            self._seq += 1
+            token = self._seq
+            heapq.heappush(self._heap, (time.monotonic() + timeout_s, token, cancel))
+            self._live.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pile-index-sql-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._live.discard(token)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)  # disarmed
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, token, cancel = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(token)
+            cancel.interrupt("timeout")  # outside the lock: interrupting takes the query's own lock
+
+
+_DEADLINES = _Deadlines()
 
 
 def _check_text(sql: str, max_sql_chars: int) -> str:
@@ -717,10 +767,8 @@ def run_sql(
     if max_rows < 0:
         raise QueryError(f"max_rows={max_rows:,}: expected >= 0")
     cancel = cancel or SqlCancel()
-    timer = threading.Timer(timeout_s, cancel.interrupt, args=("timeout",))
-    timer.daemon = True
     t0 = time.perf_counter()
-    timer.start()
+    deadline = _DEADLINES.arm(timeout_s, cancel)
     own: SqlSandbox | None = None
     box: SqlSandbox | None = None
     cur: duckdb.DuckDBPyConnection | None = None
@@ -750,7 +798,7 @@ def run_sql(
                              "carry; cast the column to VARCHAR") from e
         raise _query_error(e, tables, aliases, table_options or {}, reveal_paths) from e
     finally:
-        timer.cancel()
+        _DEADLINES.disarm(deadline)
         cancel._attach(None)
         elapsed = time.perf_counter() - t0
         if cur is not None:

@@ -533,3 +533,27 @@ def test_sql_string_round_trips_through_duckdb(tmp_path):
     pq.write_table(pa.table({"x": [1, 2]}), folder / "t.parquet")
     assert con.execute(f"SELECT sum(x) FROM read_parquet({sql_string(folder / 't.parquet')})").fetchone()[0] == 3
     con.close()
+
+
+def test_deadlines_fire_in_order_and_never_when_disarmed():
+    """The one deadline thread: an armed deadline interrupts its query's cancel with "timeout"; a disarmed one
+    never does, even when it is due before one that fires."""
+
+    class Flag(SqlCancel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fired = threading.Event()
+
+        def interrupt(self, reason: str = "cancelled") -> None:
+            super().interrupt(reason)
+            self.fired.set()
+
+    deadlines = sql_mod._Deadlines()
+    quiet, loud = Flag(), Flag()
+    with deadlines._cond:  # the thread cannot look before both calls are done (the condition's lock is re-entrant)
+        token = deadlines.arm(0.0, quiet)
+        deadlines.disarm(token)  # due at once, but disarmed first ...
+    deadlines.arm(0.05, loud)  # ... and this one, due later, fires
+    assert loud.fired.wait(60) and loud.reason == "timeout"
+    assert not quiet.fired.is_set() and quiet.reason is None
+    assert deadlines._live == set()

@@ -272,6 +272,7 @@ def run_rows(args, work: Path) -> None:
             for row in order.batch(s):
                 w.add_document(row)
     pre_order = open_order(pre, cfg, preshuffled=True)
+    os.sync()  # the new stores' dirty pages written back now, not by the kernel during the timed rounds
     for s in range(steps):  # warm the page cache and check equality
         if not np.array_equal(order.batch(s), pre_order.batch(s)):
             raise SystemExit(f"step {s}: raw and preshuffled rows differ")

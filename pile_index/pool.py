@@ -2,12 +2,13 @@
 
 Its tasks never wait on other tasks of the pool, so a caller blocking on results cannot deadlock it, whichever
 threads (API workers included) submit at once. :func:`run_blocks` is the one way the core splits a loop over
-``n`` independent items across it: the caller runs the first block itself, the pool the others, and the
+``n`` independent items across it: the caller and the pool's threads take the blocks as they come, and the
 results come back in block order.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -40,17 +41,32 @@ def block_cuts(n: int, min_block: int, blocks: int = POOL_THREADS) -> list[int]:
 
 
 def run_blocks(fn: Callable[[int, int], T], n: int, min_block: int, blocks: int = POOL_THREADS) -> list[T]:
-    """``[fn(a, b) for each block [a, b) of block_cuts(n, min_block, blocks)]``: the first block in the calling
-    thread, the rest on the pool at the same time. A block's exception is raised here, after every block ended."""
+    """``[fn(a, b) for each block [a, b) of block_cuts(n, min_block, blocks)]``, the blocks shared out as they
+    come: the calling thread and up to ``POOL_THREADS - 1`` pool threads each take the next block not yet
+    taken until none is left, so a thread that starts late or runs slow takes fewer (pass more blocks than
+    threads for that). A helper that has not started when the blocks are gone is cancelled, not waited for.
+    A block's exception is raised here, after every block ended (the first in block order)."""
     cuts = block_cuts(n, min_block, blocks)
-    if len(cuts) == 2:
+    k = len(cuts) - 1
+    if k == 1:
         return [fn(0, n)]
-    futures = [pool().submit(fn, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
-    try:
-        first = fn(cuts[0], cuts[1])
-    finally:
-        rest = [f.exception() for f in futures]  # wait for every block: none may still write after we return
-    for e in rest:
+    results: list = [None] * k
+    errors: list[BaseException | None] = [None] * k
+    claim = itertools.count()  # next() is one C call under the GIL: each block is taken once
+
+    def work() -> None:
+        while (i := next(claim)) < k:
+            try:
+                results[i] = fn(cuts[i], cuts[i + 1])
+            except BaseException as e:  # raised by the caller below, after every block ended
+                errors[i] = e
+
+    helpers = [pool().submit(work) for _ in range(min(POOL_THREADS, k) - 1)]
+    work()
+    for f in helpers:
+        if not f.cancel():  # started: it ends with the block it holds
+            f.result()
+    for e in errors:
         if e is not None:
             raise e
-    return [first, *(f.result() for f in futures)]
+    return results

@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from .. import files
-from ..pool import run_blocks
+from ..pool import POOL_THREADS, run_blocks
 from ..prefetch import prefetch
 from ..atomic import save_npy
 from ..digests import ensure_digests
@@ -59,7 +59,7 @@ log = logging.getLogger(__package__)  # one logger per package: log lines name t
 
 _PREFETCH_PIECES = 4  # pieces ahead to prefetch while copying
 _PREFETCH_TOKENS = 256  # tokens of each such piece to prefetch, one call per 32
-_ROWS_PER_BLOCK = 128  # rows one thread gathers at least: a step's 1,024 rows copy on several cores at once
+_ROWS_PER_BLOCK = 128  # rows of a block at least: a step's 1,024 rows are 8 blocks, taken by the cores as they come
 
 INVERSE_KINDS = ("doc_idx_inverse", "shuffle_idx_inverse")
 
@@ -594,7 +594,7 @@ class TrainingOrder(_OrderBase):
                                            np.int64(width), np.int64(self._max_span))
                 return int(code), int(ks[a + index]) if code == _ROW_TOKENS else int(index)
 
-            for code, index in run_blocks(block, ks.size, _ROWS_PER_BLOCK):
+            for code, index in run_blocks(block, ks.size, _ROWS_PER_BLOCK, 4 * POOL_THREADS):
                 if code:
                     raise self._map_error(code, index)
             return out

@@ -23,7 +23,7 @@ _POOL: ThreadPoolExecutor | None = None
 _LOCK = threading.Lock()
 
 
-def pool() -> ThreadPoolExecutor:
+def _pool() -> ThreadPoolExecutor:
     """The shared pool, made on first use."""
     global _POOL
     if _POOL is None:
@@ -61,7 +61,7 @@ def run_blocks(fn: Callable[[int, int], T], n: int, min_block: int, blocks: int 
             except BaseException as e:  # raised by the caller below, after every block ended
                 errors[i] = e
 
-    helpers = [pool().submit(work) for _ in range(min(POOL_THREADS, k) - 1)]
+    helpers = [_pool().submit(work) for _ in range(min(POOL_THREADS, k) - 1)]
     work()
     for f in helpers:
         if not f.cancel():  # started: it ends with the block it holds

@@ -240,13 +240,14 @@ def _doubling_sa(s, K, SA):
     key = np.empty(n, dtype=SA.dtype)
     h = 1
     while m > 0:
+        cap = 0  # a group of g suffixes splits into at most g // 2 open ones
         for g in range(m):  # the keys of the round, before any rank changes
+            cap += (gb[g] - ga[g]) // 2
             for j in range(ga[g], gb[g]):
                 q = SA[j] + h
                 key[j] = grp[q] if q < n else -1
-        na = np.empty(0, dtype=np.int64)
-        nb = np.empty(0, dtype=np.int64)
-        cap = 0
+        na = np.empty(cap, dtype=np.int64)  # the next round's open groups
+        nb = np.empty(cap, dtype=np.int64)
         m2 = 0
         for g in range(m):
             a, b = ga[g], gb[g]
@@ -262,13 +263,6 @@ def _doubling_sa(s, K, SA):
                     for t in range(start, j):
                         grp[SA[t]] = start
                     if j - start > 1:
-                        if m2 == cap:
-                            cap = max(16, 2 * cap)
-                            na2 = np.empty(cap, dtype=np.int64)
-                            nb2 = np.empty(cap, dtype=np.int64)
-                            na2[:m2] = na[:m2]
-                            nb2[:m2] = nb[:m2]
-                            na, nb = na2, nb2
                         na[m2] = start
                         nb[m2] = j
                         m2 += 1

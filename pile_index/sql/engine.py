@@ -20,8 +20,8 @@ Safety (datasette's model), in this order:
    ``allowed_paths``, so what reads settings or runs SQL from a string (:data:`HIDDEN_FUNCTIONS`) is refused
    at the parse.
 4. A time limit (``sql_timeout_s``) interrupts the query's session (no other) from the one deadline thread
-   all queries share; a caller whose own limit answers first (the API's ``request_timeout_s``) interrupts it through :class:`SqlCancel`,
-   so no work goes on after the answer. A row limit (``sql_max_rows``, found by fetching one more row) sets
+   all queries share; a caller whose own limit answers first (the API's ``request_timeout_s``) interrupts it
+   through :class:`SqlCancel`, so no work goes on after the answer. A row limit (``sql_max_rows``, found by fetching one more row) sets
    ``truncated: true``; ``max_response_bytes`` bounds the JSON of the rows while it is produced.
 
 Values are encoded to JSON by DuckDB itself (``to_json``), column type by column type, so nothing goes
@@ -170,7 +170,8 @@ class SqlResult:
 
 class SqlCancel:
     """Stops a running query from another thread: the time limit's deadline thread calls :meth:`interrupt`,
-    and so can a caller whose own limit answered first. Interrupting before the connection exists stops it at once."""
+    and so can a caller whose own limit answered first. Interrupting before the connection exists stops it at
+    once."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

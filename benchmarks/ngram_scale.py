@@ -9,7 +9,7 @@ Two layouts of the same store, each built in a child process (wall time and the 
 compiled on a tiny store first):
 
 - **format 3** (``pile-index ngram build --memory``): parts that fit ``--memory`` (default: a quarter of what
-  one in-RAM pass needs, ~11 B/token), merged on disk into one shard, with the in-RAM sample;
+  one in-RAM pass needs, PART_BYTES_PER_TOKEN a token), merged on disk into one shard, with the in-RAM sample;
 - **format 2** (today's layout): shards of ``--old-shard-tokens`` (268M) tokens, each sorted in RAM.
 
 Then, in alternating rounds (``--rounds``: format 3, format 2, format 3, ...; min / median / max over rounds):
@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from pile_index.format import TokenStore, write_indexed  # noqa: E402
 from pile_index.ngram import NgramIndex, build_index  # noqa: E402
+from pile_index.ngram.build import default_threads, merge_plan  # noqa: E402
 from pile_index.ngram.merge import PART_BYTES_PER_TOKEN, _give_back  # noqa: E402
 
 VOCAB = 50_277
@@ -341,9 +342,16 @@ def main() -> None:
         summary[(kind, "bpt")] = bpt
     if "v3" in builds:
         n = store.n_tokens
-        part_tokens = memory // PART_BYTES_PER_TOKEN
-        parts = max(1, math.ceil(n / part_tokens))
-        fan = min(64, max(2, memory // (2 * 5 * max(64, min(1 << 20, memory // (4 * 5 * 65)))) - 1))
+        threads = default_threads()
+
+        def n_parts(tokens: float) -> int:
+            """The build's plan: one part if it fits, else parts of memory / threads, a multiple of threads."""
+            if tokens <= memory // PART_BYTES_PER_TOKEN:
+                return 1
+            return math.ceil(math.ceil(tokens / (memory // threads // PART_BYTES_PER_TOKEN)) / threads) * threads
+
+        parts = n_parts(n)
+        fan = merge_plan(memory)[0]
         passes = math.ceil(math.log(parts, fan)) if parts > 1 else 0
         per_token = builds["v3"]["build_s"] / n
         page_ms = summary[("v3", "cold_p50_ms")] / max(summary[("v3", "pages_p50")], 1)
@@ -355,7 +363,7 @@ def main() -> None:
         print("  cold(N) = pages_p50 * t_page (the sample keeps the disk levels at log2(256) per search, flat in N)")
         print(f"  {'tokens':>8s} {'build h':>9s} {'disk TB':>8s} {'sample GB':>10s} {'cold ms':>8s}")
         for big in (207e9, 300e9):
-            p = math.ceil(big / part_tokens)
+            p = n_parts(big)
             ps = math.ceil(math.log(p, fan)) if p > 1 else 0
             b = big * per_token * (1 + ps) / (1 + passes)
             print(f"  {big / 1e9:7.0f}B {b / 3600:9.1f} {big * summary[('v3', 'bpt')] / 1e12:8.2f} "

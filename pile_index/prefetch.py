@@ -1,6 +1,6 @@
 """``prefetch(arr, i)``: a hint to the CPU to fetch the cache line of ``arr[i]`` (LLVM's prefetch), for the
-numba kernels that read from many random places (the training order's row copy, SA-IS's induce scans, the
-n-gram batch count).
+numba kernels that read from many random places (the training order's row copy, SA-IS's induce scans and
+naming, the merge's batch decode, the n-gram batch count).
 
 It never faults and returns nothing. Kernels cached on disk by numba hold its code inlined; numba keys a cached
 kernel on the kernel's own file only, so a change here needs those caches cleared (``__pycache__/*.nbi``).

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import Request, Response
-from pydantic import BaseModel
 
 from pile_index import Corpus
 from pile_index.datasets import dominant_sources
@@ -36,14 +35,8 @@ COMPOSITION_SQL = "SELECT * FROM composition ORDER BY step_start, pile_set_name"
 
 
 def answer(result: Any) -> Any:
-    """A route handler's return value as the JSON the client gets."""
-    if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    if isinstance(result, Response):
-        return json.loads(result.body)
-    if isinstance(result, list):
-        return [answer(r) for r in result]
-    return result
+    """A route handler's return value as the JSON the client gets (routes answer with a Response, or plain data)."""
+    return json.loads(result.body) if isinstance(result, Response) else result
 
 
 def state_of(request: Request) -> AppState:

@@ -6,7 +6,6 @@ parameter reaches the filesystem.
 
 from __future__ import annotations
 
-from pathlib import Path
 from fastapi import APIRouter
 
 from pile_index.datasets import DatasetQuery
@@ -23,9 +22,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
 def _datasets(state: AppState) -> dict[str, DatasetQuery]:
-    if "datasets" not in state.cache:
-        state.cache["datasets"] = {Path(d).name: DatasetQuery(Path(d)) for d in state.settings.datasets}
-    return state.cache["datasets"]
+    return state.cache["datasets"]  # opened by open_state, names checked there
 
 
 def _get(state: AppState, name: str) -> DatasetQuery:

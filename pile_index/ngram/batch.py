@@ -14,8 +14,8 @@ The searches are the single count's (``search._range_sampled``): the same sample
 (``search._window_of``; the sample rows are compared 4 tokens at a time as big-endian 64-bit words, with the
 same semantics as ``search._sample_cmp``), the same first search step (``search._lower_step``) and the same
 end-of-match search and damage checks around the answer (``search._finish_window`` / ``_finish_known``), so
-a damaged file gives the same FormatError. The queries are cut into blocks, one per thread of the index's
-pool (the calling thread runs one); a call shares nothing but the read-only index, so concurrent calls from
+a damaged file gives the same FormatError. The queries are cut into blocks of at least ``MIN_BLOCK``, shared out
+to the calling thread and the core's pool (``pile_index.pool.run_blocks``); a call shares nothing but the read-only index, so concurrent calls from
 API worker threads are safe.
 
 The kernel (``search._count_block``) lives with the search it shares, in one file, so numba's on-disk cache,

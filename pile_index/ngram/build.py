@@ -487,10 +487,10 @@ def build_index(
             raise ConfigError(f"sample_every={sample_every:,}: expected 1..{1 << 30:,} rows per sample row")
         if not 1 <= sample_tokens <= 255:
             raise ConfigError(f"sample_tokens={sample_tokens:,}: expected 1..255 tokens per sample row")
-        folder.mkdir(parents=True, exist_ok=True)
-        log.info("ngram build: memory budget %s bytes (%.2f GB)", f"{memory:,}", memory / 1e9)
         if threads is not None and not 1 <= threads <= 1024:
             raise ConfigError(f"threads={threads:,}: expected 1..1,024 parts sorted at once")
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("ngram build: memory budget %s bytes (%.2f GB)", f"{memory:,}", memory / 1e9)
         manifest = _build_bounded(store, folder, memory, sample_every, sample_tokens, progress, ray_address,
                                   ray_num_cpus, threads)
     write_bytes(ngram_manifest_path(folder), json.dumps(manifest, indent=1).encode())

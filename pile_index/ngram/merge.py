@@ -18,8 +18,9 @@ process's RSS passes the budget). Each run's next rows are decoded a batch at a 
 and a key (their first 8 tokens, for 2-byte ids, packed big-endian into two integers), so the token reads
 overlap and the heap compares integers, reading tokens only on equal keys; the kernels compile without
 reference counting (``_nrt=False``: a call or a row view that counts references costs two atomic operations,
-which was most of a row's ~250 ns). The last pass can be cut by :func:`split_runs` into merges of
-consecutive rows that run on threads, each writing its own range of the shard file. Comparisons read tokens through a memmap and are bounded by item length
+which was most of a row's cost when a row took ~250 ns; it takes ~73 ns now). The last pass can be cut by
+:func:`split_runs` into merges of consecutive rows that run on threads, each writing its own range of the
+shard file. Comparisons read tokens through a memmap and are bounded by item length
 (a document duplicated ``d`` times costs ``O(d * len^2)`` token comparisons, as in any suffix merge).
 
 Memory model (measured; see README "n-gram index"): a part of ``n`` tokens and ``P`` items needs
@@ -57,13 +58,6 @@ BATCH_ROWS = 1024  # rows of a run decoded ahead with their keys (40 B each): th
 # ----------------------------------------------------------------------------------------------------------
 # 5-byte pointers
 # ----------------------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _get5(buf, i):
-    b = 5 * i
-    return (np.int64(buf[b]) | (np.int64(buf[b + 1]) << 8) | (np.int64(buf[b + 2]) << 16)
-            | (np.int64(buf[b + 3]) << 24) | (np.int64(buf[b + 4]) << 32))
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False, inline="always")

@@ -399,7 +399,7 @@ def _big_endian(x, lane_bits):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _row_cmp(stoks, slen, skeys, masks, lane_bits, lanes, j, pat, qk, m):
-    """Sample row j against pat[:m], exactly as :func:`.search._sample_cmp`: with ``lane_bits`` (> 0) on the
+    """Sample row j against pat[:m], exactly as :func:`_sample_cmp`: with ``lane_bits`` (> 0) on the
     row's tokens read as 64-bit words (``skeys``, the same bytes) against the query's words ``qk``, the lanes
     past the row's item end or past m masked (an item that ends first sorts first)."""
     if lane_bits == 0:

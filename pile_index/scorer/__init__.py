@@ -4,7 +4,7 @@
 - :mod:`.checkpoint`: local folders, the hub cache (offline), optional hub downloads, every revision of a job
   resolved up front, key/shape checks, weight hashes, duplicate-weights warnings;
 - :mod:`.metrics`: chunked per-token nll/rank/entropy, per-row means, one-pass and greedy memorization;
-- :mod:`.kernels`: the fused CPU kernel behind the chunked statistics;
+- :mod:`.kernels`: the fused CPU kernels behind the chunked statistics and the q/k/v split with rotary;
 - :mod:`.score`: ``score_rows`` (rows in, columns out) and ``score_to_parquet`` (resumable jobs).
 """
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, FormatError, NotFoundError
+from ..errors import ConfigError, NotFoundError
 from ..sidecar import read_json
 from .kernels import split_qkv_rotary
 

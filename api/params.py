@@ -17,16 +17,10 @@ import re
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
-import numpy as np
 from fastapi import Path
 from pydantic import AfterValidator, BeforeValidator
 
-from pile_index import Corpus
-from pile_index.errors import ConfigError
-from pile_index.ngram import query_tokens
-
 from .errors import error_response
-from .settings import Settings
 
 MAX_INT = 2**62  # far above any step, slot, sample index, document id or offset of a real store
 
@@ -74,11 +68,3 @@ class StrictURL:
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
-
-
-def query_ids(corpus: Corpus, settings: Settings, tokens: list[int] | str | None, text: str | None) -> np.ndarray:
-    """The n-gram a request names (token ids, or text through the service's tokenizer), within the limits."""
-    if text is not None and corpus.tokenizer is None:
-        raise ConfigError("the service has no tokenizer: start it with --tokenizer, or query with tokens")
-    return query_tokens(tokens=tokens, text=text, tokenizer=corpus.tokenizer, max_tokens=settings.max_tokens_per_query,
-                        max_text_chars=settings.max_text_chars)

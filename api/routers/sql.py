@@ -21,7 +21,7 @@ from pile_index.ngram import occurrences_table, query_tokens
 from pile_index.sql import SqlCancel, SqlSandboxes, exposed_files, row_pieces_table, run_sql
 
 from ..deps import StateDep
-from ..params import ASCII_INT, MAX_INT, Text, query_ids
+from ..params import ASCII_INT, MAX_INT, Text
 from ..settings import Settings
 from ..state import AppState
 
@@ -56,7 +56,7 @@ class SqlResponse(BaseModel):
     tables: list[str] = Field(description="tables and views the query could read")
 
 
-def _views(corpus: Corpus, settings: Settings, q: SqlQuery) -> dict[str, Any]:
+def _views(corpus: Corpus, q: SqlQuery) -> dict[str, Any]:
     """Arrow tables built for this query (training-row pieces of a step range, an n-gram's occurrences), as
     callables: the core builds them only once the SQL passed its checks."""
     extra: dict[str, Any] = {}
@@ -66,11 +66,11 @@ def _views(corpus: Corpus, settings: Settings, q: SqlQuery) -> dict[str, Any]:
             a, b = int(lo), int(hi)
         except ValueError as e:
             raise QueryError(f"steps={q.steps!r}: expected A:B, e.g. 0:1000") from e
-        extra["row_pieces"] = lambda: row_pieces_table(corpus.order, a, b, q.bucket_steps, settings.max_view_rows)
+        extra["row_pieces"] = lambda: row_pieces_table(corpus.order, a, b, q.bucket_steps, corpus.limit("max_view_rows"))
     if q.ngram_tokens is not None or q.ngram_text is not None:
         def occurrences() -> Any:
-            ids = query_ids(corpus, settings, q.ngram_tokens, q.ngram_text)
-            return occurrences_table(corpus.ngram, corpus.order, ids, q.bucket_steps, settings.max_occurrences)
+            ids = corpus.query(q.ngram_tokens, q.ngram_text)
+            return occurrences_table(corpus.ngram, corpus.order, ids, q.bucket_steps, corpus.limit("max_occurrences"))
         extra["ngram_occurrences"] = occurrences
     return extra
 
@@ -81,7 +81,7 @@ def run_query(corpus: Corpus, s: Settings, q: SqlQuery, cancel: SqlCancel,
     ``sandboxes``: the service's reused databases (without: one made for this query)."""
     if q.max_rows is not None and q.max_rows > s.sql_max_rows:
         raise LimitError(f"max_rows={q.max_rows:,} exceeds sql_max_rows={s.sql_max_rows:,}", "sql_max_rows")
-    res = run_sql(q.sql, exposed_files(corpus.store.prefix), _views(corpus, s, q),
+    res = run_sql(q.sql, exposed_files(corpus.store.prefix), _views(corpus, q),
                   max_rows=s.sql_max_rows if q.max_rows is None else q.max_rows, timeout_s=s.sql_timeout_s,
                   max_sql_chars=s.max_sql_chars, max_response_bytes=s.max_response_bytes, cancel=cancel,
                   sandboxes=sandboxes)

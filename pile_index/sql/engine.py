@@ -168,34 +168,52 @@ class SqlResult:
         return f'{head}, "rows": {self.rows_json}, {tail}'
 
 
+RETRY_S = 0.05  # how often a stopped query's session is interrupted again until the query ends
+
+
 class SqlCancel:
     """Stops a running query from another thread: the time limit's deadline thread calls :meth:`interrupt`,
     and so can a caller whose own limit answered first. Interrupting before the connection exists stops it at
-    once."""
+    once.
+
+    DuckDB forgets an interrupt that comes while no statement runs (it clears the flag when the next one
+    starts), and one query runs several statements (the parse, the tables of one query, the query). So once
+    stopped, the session is interrupted again every :data:`RETRY_S` seconds from the deadline thread, as long
+    as the query that armed it runs."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._watch: tuple[_Deadlines, int] | None = None
         self.reason: str | None = None
 
     def interrupt(self, reason: str = "cancelled") -> None:
         with self._lock:
             if self.reason is None:
                 self.reason = reason
-            if self._con is not None:
-                self._con.interrupt()
+            watch = self._interrupt_locked()
+        if watch is not None:
+            watch[0].again(watch[1], self)
 
     def _attach(self, con: duckdb.DuckDBPyConnection | None) -> None:
         with self._lock:
             self._con = con
-            if con is not None and self.reason is not None:
-                con.interrupt()
+            watch = self._interrupt_locked() if self.reason is not None else None
+        if watch is not None:
+            watch[0].again(watch[1], self)
+
+    def _interrupt_locked(self) -> tuple[_Deadlines, int] | None:
+        """Interrupt the session if there is one; the deadline watch that repeats it, if any."""
+        if self._con is None:
+            return None
+        self._con.interrupt()
+        return self._watch
 
 
 class _Deadlines:
     """One daemon thread that interrupts queries past their time limit (a ``threading.Timer`` per query
-    started a thread each time: ~160 us of a ~1 ms light query). :meth:`arm` returns a token for
-    :meth:`disarm`; a disarmed deadline never fires."""
+    started a thread each time: ~160 us of a ~1 ms light query), and repeats the interrupt of a stopped
+    query (:meth:`again`). :meth:`arm` returns a token for :meth:`disarm`; a disarmed deadline never fires."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -208,17 +226,28 @@ class _Deadlines:
         with self._cond:
             self._seq += 1
             token = self._seq
-            heapq.heappush(self._heap, (time.monotonic() + timeout_s, token, cancel))
             self._live.add(token)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pile-index-sql-deadlines", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+            self._push(time.monotonic() + timeout_s, token, cancel)
+        with cancel._lock:
+            cancel._watch = (self, token)
         return token
+
+    def again(self, token: int, cancel: SqlCancel) -> None:
+        """Interrupt ``cancel`` once more after :data:`RETRY_S`, if its query still runs."""
+        with self._cond:
+            if token in self._live:
+                self._push(time.monotonic() + RETRY_S, token, cancel)
 
     def disarm(self, token: int) -> None:
         with self._cond:
             self._live.discard(token)
+
+    def _push(self, due: float, token: int, cancel: SqlCancel) -> None:
+        heapq.heappush(self._heap, (due, token, cancel))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pile-index-sql-deadlines", daemon=True)
+            self._thread.start()
+        self._cond.notify()
 
     def _run(self) -> None:
         while True:
@@ -234,7 +263,6 @@ class _Deadlines:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                self._live.discard(token)
             cancel.interrupt("timeout")  # outside the lock: interrupting takes the query's own lock
 
 

@@ -556,4 +556,35 @@ def test_deadlines_fire_in_order_and_never_when_disarmed():
     deadlines.arm(0.05, loud)  # ... and this one, due later, fires
     assert loud.fired.wait(60) and loud.reason == "timeout"
     assert not quiet.fired.is_set() and quiet.reason is None
-    assert deadlines._live == set()
+    assert deadlines._live == {token + 1}  # live until its query ends and disarms it
+
+
+def test_an_interrupt_between_statements_is_repeated_until_the_query_ends():
+    """DuckDB forgets an interrupt that comes while no statement runs; a stopped query is interrupted again,
+    so a statement that starts after the interrupt (the next of one query's statements) is stopped too."""
+    import duckdb
+
+    deadlines = sql_mod._Deadlines()
+    cur = duckdb.connect(":memory:").cursor()
+    cancel = SqlCancel()
+    token = deadlines.arm(600, cancel)
+    cancel._attach(cur)
+    cancel.interrupt()  # no statement runs: DuckDB drops this one
+    out: dict[str, BaseException] = {}
+
+    def slow() -> None:
+        try:
+            cur.sql("SELECT count(*) FROM range(1000000000000) a, range(1000) b").fetchall()
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            out["e"] = e
+
+    th = threading.Thread(target=slow)
+    th.start()
+    th.join(60)
+    stopped = not th.is_alive()
+    deadlines.disarm(token)
+    while th.is_alive():  # a failing run must still end
+        cur.interrupt()
+        th.join(1)
+    assert stopped, "the statement that started after the interrupt kept running"
+    assert isinstance(out.get("e"), duckdb.InterruptException)

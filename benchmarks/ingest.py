@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.demo_corpus import demo_documents, train_demo_tokenizer  # noqa: E402
+from rss import peak_rss_mib, reset_peak, status_kib  # noqa: E402  (benchmarks/rss.py)
 from ingest.pipeline import IngestConfig, ingest  # noqa: E402
 from pile_index.format import IndexedDatasetWriter, best_fitting_dtype  # noqa: E402
 
@@ -125,23 +125,6 @@ def run_baseline(paths: list[Path], tok_path: str, out: str, vocab: int, append_
 
 # ---- memory ----------------------------------------------------------------------------------------
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return -1
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -191,22 +174,22 @@ def main() -> int:
               f"{nd:,} docs, {nt:,} tokens in {dt:.1f} s = {nt / dt:,.0f} tokens/s, {cpu['baseline'][-1]:.1f} CPU s")
         best_base = dt if best_base is None else min(best_base, dt)
 
-        _reset_peak()
-        rss = {"start": _status_kb("VmRSS")}
+        reset_peak()
+        rss = {"start": status_kib("VmRSS")}
         total_docs = nd
         state = {"docs": 0}
 
         def on_batch(docs: int, tokens: int) -> None:
             state["docs"] += docs
             if "50%" not in rss and state["docs"] >= total_docs // 2:
-                rss["50%"] = _status_kb("VmRSS")
+                rss["50%"] = status_kib("VmRSS")
 
         cfg = IngestConfig([str(p) for p in paths], ours_prefix, tok_path, append_eod=args.append_eod, progress=False)
         c0 = cpu_seconds()
         res = ingest(cfg, on_batch=on_batch)
         cpu["ours"].append(cpu_seconds() - c0)
-        rss["100%"] = _status_kb("VmRSS")
-        rss["peak"] = _status_kb("VmHWM")
+        rss["100%"] = status_kib("VmRSS")
+        rss["peak"] = status_kib("VmHWM")
         mem = rss
         print(f"round {r + 1}: ours (pile-index ingest): {res.items:,} docs, {res.tokens:,} tokens in "
               f"{res.elapsed_s:.1f} s = {res.tokens / res.elapsed_s:,.0f} tokens/s, {cpu['ours'][-1]:.1f} CPU s")
@@ -223,7 +206,7 @@ def main() -> int:
     same = all(sha256(f"{ours_prefix}{ext}") == sha256(f"{base_prefix}{ext}") for ext in (".bin", ".idx"))
     print(f"identical .bin/.idx: {same}")
     print(f"process max RSS (incl. the baseline's main process): "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+          f"{peak_rss_mib():,.0f} MiB")
     base_tps = nt / best_base
     ours_tps = nt / best_ours
     print(f"tokens/s: ours {ours_tps:,.0f} vs baseline {base_tps:,.0f} -> ratio {ours_tps / base_tps:.2f}x "

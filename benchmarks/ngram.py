@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pile_index.format import TokenStore, write_index  # noqa: E402
 from pile_index.ngram import NgramIndex, build_index  # noqa: E402
+from rss import peak_rss_mib  # noqa: E402  (benchmarks/rss.py)
 
 VOCAB = 50_277  # GPT-NeoX-20B tokenizer.get_vocab_size()
 
@@ -104,7 +105,7 @@ def _child(kind: str, prefix: str, out: str, memory: int, threads: int) -> None:
     dt = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"build_s": dt, "build_cpu_s": ru.ru_utime + ru.ru_stime - cpu0,
-                      "peak_rss_mb": ru.ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mib()}))
 
 
 def run_build(kind: str, prefix: Path, out: Path, memory: int = 0, threads: int = 0) -> dict:

@@ -54,6 +54,7 @@ from pile_index.format import TokenStore, write_indexed  # noqa: E402
 from pile_index.ngram import NgramIndex, build_index  # noqa: E402
 from pile_index.ngram.build import default_threads, merge_plan  # noqa: E402
 from pile_index.ngram.merge import PART_BYTES_PER_TOKEN, _give_back  # noqa: E402
+from rss import peak_rss_mib  # noqa: E402  (benchmarks/rss.py)
 
 VOCAB = 50_277
 PAGE = mmap.PAGESIZE
@@ -92,13 +93,11 @@ def make_corpus(prefix: Path, n_tokens: int, dup: float, copy: float, seed: int)
 
 def child_build(prefix: str, out: str, kind: str, memory: int, shard_tokens: int) -> None:
     """In a child process: build one layout, print wall time and peak RSS as JSON."""
-    import resource
-
     tiny = Path(tempfile.mkdtemp())
     write_indexed(tiny / "t", [np.arange(50, dtype=np.uint16) % 7] * 3, np.uint16)
     build_index(TokenStore(str(tiny / "t")), tiny / "a", memory=4096)  # compile / load the numba kernels
     build_index(TokenStore(str(tiny / "t")), tiny / "b", shard_tokens=60)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = peak_rss_mib() * 2**20
     t0 = time.perf_counter()
     store = TokenStore(prefix)
     if kind == "tg":
@@ -110,7 +109,7 @@ def child_build(prefix: str, out: str, kind: str, memory: int, shard_tokens: int
         build_index(store, out, memory=memory)
     else:
         build_index(store, out, shard_tokens=shard_tokens)
-    print(json.dumps({"build_s": time.perf_counter() - t0, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    print(json.dumps({"build_s": time.perf_counter() - t0, "peak_rss": peak_rss_mib() * 2**20,
                       "rss_before": base}))
 
 

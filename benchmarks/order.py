@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rss import peak_rss_mib  # benchmarks/rss.py
 
 SEQ_LENGTH = 2048
 MEAN_TOKENS = 1545
@@ -48,19 +48,6 @@ def two_epoch_num_samples(tokens: int) -> int:
     return int(1.5 * tokens) // SEQ_LENGTH
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM). Unlike ru_maxrss it restarts at exec, so a child does not
-    inherit the parent's high-water mark."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # ------------------------------------------------------------------------------------ children (a)
 
 
@@ -73,7 +60,7 @@ def child_ours(prefix: str, num_samples: int) -> dict:
     build_sample_idx(np.array([3, 4], np.int32), build_doc_idx(2, 1, rng), 2, 1, 7)
     build_shuffle_idx(5, rng)
     warm = time.perf_counter() - t0
-    import_rss = peak_rss_mb()
+    import_rss = peak_rss_mib()
     cfg = OrderConfig(seed=1234, seq_length=SEQ_LENGTH, num_samples=num_samples, name="ours")
     t0 = time.perf_counter()
     sizes = np.load(prefix + "_sizes.npy", mmap_mode="r")
@@ -81,13 +68,13 @@ def child_ours(prefix: str, num_samples: int) -> dict:
     secs = time.perf_counter() - t0
     shuffle = np.load(prefix + f"_ours_indexmap_{num_samples}ns_{SEQ_LENGTH}sl_1234s_shuffle_idx.npy", mmap_mode="r")
     doc = np.load(prefix + f"_ours_indexmap_{num_samples}ns_{SEQ_LENGTH}sl_1234s_doc_idx.npy", mmap_mode="r")
-    return {"seconds": secs, "peak_rss_mb": peak_rss_mb(), "import_rss_mb": import_rss,
+    return {"seconds": secs, "peak_rss_mb": peak_rss_mib(), "import_rss_mb": import_rss,
             "epochs": doc.size // sizes.size, "samples": int(shuffle.size), "kernel_load_s": warm}
 
 
 def child_numpy(prefix: str, num_samples: int) -> dict:
     """The same algorithm written plainly with numpy (what one writes without a compiled helper)."""
-    import_rss = peak_rss_mb()
+    import_rss = peak_rss_mib()
     t0 = time.perf_counter()
     sizes = np.load(prefix + "_sizes.npy", mmap_mode="r")
     t = int(np.sum(sizes, dtype=np.int64))
@@ -116,7 +103,7 @@ def child_numpy(prefix: str, num_samples: int) -> dict:
     rng.shuffle(shuffle_idx)
     np.save(base + "_shuffle_idx.npy", shuffle_idx, allow_pickle=True)
     secs = time.perf_counter() - t0
-    return {"seconds": secs, "peak_rss_mb": peak_rss_mb(), "import_rss_mb": import_rss, "epochs": e, "samples": s}
+    return {"seconds": secs, "peak_rss_mb": peak_rss_mib(), "import_rss_mb": import_rss, "epochs": e, "samples": s}
 
 
 def run_child(kind: str, prefix: str, num_samples: int) -> dict:

@@ -3,7 +3,7 @@
 Both sides compute per-token losses of the same rows under the same random-weight Pythia-shaped checkpoint
 (written once to a temp folder in Hugging Face layout); ours also computes rank, entropy and the one-pass
 memorization flag (its normal work), and optionally the greedy memorization score. Each side runs in a fresh
-subprocess so that peak memory (``ru_maxrss``: everything the process touched, torch's allocator included)
+subprocess so that peak memory (VmHWM: everything the process touched, torch's allocator included)
 is measured fairly; both import torch, and the baseline RSS after loading the model is printed too. Each
 child first scores one row alone (a full-length warm-up) and notes its peak there, then times the pass at
 the shape's batch: peak memory is reported at 1 row and at that batch, from the same processes.
@@ -16,11 +16,11 @@ machine slows single runs, so one good round proves nothing). Ours also reports 
 the CPU's peak, computed from /proc/cpuinfo (cores x GHz x fp32 FLOPs per cycle of its vector unit).
 
 CPU (default): the 70m shape (seq_length 2048, 2 rows, batch 2) and the 410m shape (hidden 1,024, 24 layers,
-16 heads; 2 rows of 2048 at batch 2, the batch ``score_rows`` picks for it on CPU: ``auto_batch_size``), fp32.
-At 410m the fp32 weights and the runtime alone (1,935 MiB after loading, 1,546 of them weights) are 0.63-0.65x
-of transformers' peak at 1 row and 0.47-0.48x at 2 rows: a floor no forward goes under. transformers' full
-(batch, seq, vocab) logits and their log-softmax grow with the batch (412 MiB each per row at 410m), ours stay
-one 128 MiB chunk. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m, 410m and 1.4b
+16 heads; 2 rows of 2048 at batch 2, the batch ``score_rows`` picks for it on CPU: ``auto_batch_size``), fp32
+compute on a checkpoint stored in fp16 as Pythia's are. transformers widens every tensor to fp32 at load
+(1,978 MiB loaded at 410m); ours keeps the layers' matrices and the input embedding in fp16 and widens each
+where it is used (1,261 MiB loaded), with the same fp32 products. transformers' full (batch, seq, vocab)
+logits and their log-softmax grow with the batch (412 MiB each per row at 410m), ours stay one 128 MiB chunk. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m, 410m and 1.4b
 shapes in bf16, and the same ratio against transformers (bf16, sdpa).
 
     python benchmarks/scorer.py                                   # CPU, 70m and 410m, 3 rounds (~6 min on 2 cores)
@@ -50,16 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from pile_index.scorer import ScoreOptions, load_model, resolve_checkpoint, score_rows  # noqa: E402
 from pile_index.scorer.model import GPTNeoX, pythia_shape  # noqa: E402
+from rss import peak_rss_mib, rss_mib  # noqa: E402  (benchmarks/rss.py)
 
 TOKENIZER_VOCAB = 50277  # rows use real token ids only (the padded vocab rows are never inputs)
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def cpu_seconds() -> float:
@@ -94,7 +87,9 @@ def cpu_peak() -> tuple[float, str]:
 
 
 def write_checkpoint(folder: Path, shape: str, seed: int = 0) -> None:
-    """A random-weight Pythia-shaped checkpoint in HF layout (config.json in Pythia's own form)."""
+    """A random-weight Pythia-shaped checkpoint in HF layout, stored as Pythia's are: fp16 tensors and
+    config.json in Pythia's own form. Both sides compute in fp32 on CPU (transformers widens every tensor at
+    load; ours widens the layers' matrices where used, see ``pile_index.scorer.model.kept_narrow``)."""
     from safetensors.torch import save_file
 
     cfg = pythia_shape(shape)
@@ -107,14 +102,14 @@ def write_checkpoint(folder: Path, shape: str, seed: int = 0) -> None:
             else:
                 p.normal_(0.0, 0.02)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     config = {
         "architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "hidden_act": "gelu",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
         "num_attention_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
         "rotary_pct": cfg.rotary_pct, "rotary_emb_base": 10000, "layer_norm_eps": 1e-5,
         "use_parallel_residual": True, "max_position_embeddings": 2048, "tie_word_embeddings": False,
-        "bos_token_id": 0, "eos_token_id": 0, "torch_dtype": "float32",
+        "bos_token_id": 0, "eos_token_id": 0, "torch_dtype": "float16",
     }
     (folder / "config.json").write_text(json.dumps(config, indent=1))
 
@@ -188,10 +183,10 @@ def child(args: argparse.Namespace) -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    base = rss_kib()
+    base = rss_mib()
     run(rows[:1])  # one row alone: warm-up (kernel selection, numba cache, allocator) and the 1-row peak
     sync()
-    peak_one = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_one = peak_rss_mib()
     cuda_one = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
     run(rows[: args.batch, : min(rows.shape[1], 129)])  # and at the batch's width (short rows)
     sync()
@@ -210,8 +205,8 @@ def child(args: argparse.Namespace) -> None:
     result = {
         "seconds": dt, "tokens": int(nll.size), "tokens_per_s": nll.size / dt,
         "tokens_per_cpu_s": nll.size / cpu,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_one_row_mib": peak_one,
-        "loaded_rss_mib": base / 1024,
+        "peak_rss_mib": peak_rss_mib(), "peak_one_row_mib": peak_one,
+        "loaded_rss_mib": base,
         "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
         "cuda_peak_one_row_mib": cuda_one,
     }

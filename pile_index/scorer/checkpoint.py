@@ -43,7 +43,7 @@ from ..errors import ConfigError, FormatError, NotFoundError
 from ..hub_cache import SHA_RE, hub_cache_dir, hub_offline, is_hub_id, quiet_hub_logs
 from ..hub_cache import repo_cache_folder as _repo_cache_folder
 from ..sidecar import read_json
-from .model import GPTNeoX, GPTNeoXConfig, expected_shapes, show_value
+from .model import GPTNeoX, GPTNeoXConfig, expected_shapes, kept_narrow, show_value
 
 log = logging.getLogger(__name__)
 
@@ -626,15 +626,22 @@ def tensors_sha256(sd: dict[str, torch.Tensor]) -> str:
 
 def load_model(ckpt: Checkpoint, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                *, with_tensor_hash: bool = False) -> tuple[GPTNeoX, str | None]:
-    """Build the model of ``ckpt`` on ``device`` in ``dtype`` (no random init: built on the meta device and
-    the checked tensors assigned). Returns (model, tensors_sha256 or None)."""
+    """Build the model of ``ckpt`` on ``device`` computing in ``dtype`` (no random init: built on the meta
+    device and the checked tensors assigned). On CPU in fp32, the matrices stored in fp16 or bf16 (Pythia's
+    files are fp16) stay so and are widened where used (:func:`.model.kept_narrow`); every other tensor is
+    converted to ``dtype`` here. Returns (model, tensors_sha256 or None)."""
     sd, origin, mapped = _read_weights(ckpt.weight_files)
     check_state_dict(sd, ckpt.config, origin)
     tensor_hash = tensors_sha256(sd) if with_tensor_hash else None
     with torch.device("meta"):
         model = GPTNeoX(ckpt.config)
-    model.load_state_dict({k: _owned(sd.pop(k), device, dtype, k in mapped) for k in list(sd)},
-                          strict=True, assign=True)
+    narrow_ok = torch.device(device).type == "cpu" and dtype == torch.float32
+    owned: dict[str, torch.Tensor] = {}
+    for k in list(sd):
+        t = sd.pop(k)
+        keep = narrow_ok and t.dtype in (torch.float16, torch.bfloat16) and kept_narrow(k)
+        owned[k] = _owned(t, device, t.dtype if keep else dtype, k in mapped)
+    model.load_state_dict(owned, strict=True, assign=True)
     return model.eval().requires_grad_(False), tensor_hash
 
 

@@ -277,15 +277,28 @@ def apply_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None
 _ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
 
 
+def kept_narrow(key: str) -> bool:
+    """Whether the state-dict tensor ``key`` stays in its stored 16-bit dtype when the model computes in fp32
+    on CPU: the matrices of the layers and the input embedding (~75% of the weights at 410m), each widened
+    to fp32 where it is used (:func:`linear`, :meth:`GPTNeoX.hidden`). Widening fp16 or bf16 to fp32 is
+    exact, so the products are those of the fp32 model transformers loads from the same file, with half the
+    memory for these weights. The output projection (read once per chunk of positions), LayerNorms and
+    biases are widened once, at load."""
+    return key == "gpt_neox.embed_in.weight" or (
+        key.endswith(".weight") and (".attention." in key or ".mlp." in key))
+
+
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
-    """``layer(x)``, then the exact (erf) GELU when ``gelu``. On CPU in fp32 without autograd, through oneDNN's
-    matmul with bias and GELU fused in (one pass over the output instead of three): on the 2-core AMD EPYC
-    (Zen 4) box the 70m body took 3.25-3.33 CPU-s per 2 x 2,048 tokens against 3.9-4.3 s through MKL's addmm
-    plus gelu, per-token losses equal to transformers' within the same 1.9e-6. Elsewhere: ``F.linear``."""
+    """``layer(x)``, then the exact (erf) GELU when ``gelu``; a weight kept narrow (:func:`kept_narrow`) is
+    widened to x's dtype for the product. On CPU in fp32 without autograd, through oneDNN's matmul with bias
+    and GELU fused in (one pass over the output instead of three): on the 2-core AMD EPYC (Zen 4) box the 70m
+    body took 3.25-3.33 CPU-s per 2 x 2,048 tokens against 3.9-4.3 s through MKL's addmm plus gelu,
+    per-token losses equal to transformers' within the same 1.9e-6. Elsewhere: ``F.linear``."""
+    w = layer.weight if layer.weight.dtype == x.dtype else layer.weight.to(x.dtype)
     if (_ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32
-            and layer.weight.dtype == torch.float32 and not (torch.is_grad_enabled() and layer.weight.requires_grad)):
-        return _ONEDNN_LINEAR(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
-    y = F.linear(x, layer.weight, layer.bias)
+            and not (torch.is_grad_enabled() and w.requires_grad)):
+        return _ONEDNN_LINEAR(x, w, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    y = F.linear(x, w, layer.bias)
     return F.gelu(y) if gelu else y
 
 
@@ -388,7 +401,7 @@ class GPTNeoX(nn.Module):
         after the cached ones and the new keys/values are appended to it."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
-        x = self.gpt_neox.embed_in(idx)  # (B, T, d)
+        x = self.gpt_neox.embed_in(idx).to(self.compute_dtype)  # (B, T, d); a narrow embedding widened
         # rotary tables in fp32, then the activations' dtype (as transformers does: identical fp32 results)
         cos, sin = rotary_tables(self.config, start, T, idx.device)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, r), broadcast over (B, H)
@@ -398,10 +411,16 @@ class GPTNeoX(nn.Module):
             cache.length = start + T
         return self.gpt_neox.final_layer_norm(x)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the activations: that of the LayerNorms, which are always widened at load (the
+        matrices may be kept narrower, :func:`kept_narrow`)."""
+        return self.gpt_neox.final_layer_norm.weight.dtype
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Full logits (B, T, V) in the model's dtype. For tests and short inputs only: scoring uses the
         chunked path in metrics.py, which never holds (B, T, V)."""
-        return self.embed_out(self.hidden(idx))
+        return linear(self.hidden(idx), self.embed_out)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -414,5 +433,5 @@ def expected_shapes(cfg: GPTNeoXConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-__all__ = ["PYTHIA_SHAPES", "GPTNeoX", "GPTNeoXConfig", "KVCache", "apply_rotary_", "expected_shapes", "linear",
+__all__ = ["PYTHIA_SHAPES", "GPTNeoX", "GPTNeoXConfig", "KVCache", "apply_rotary_", "expected_shapes", "kept_narrow", "linear",
            "pythia_shape", "rotary_tables"]

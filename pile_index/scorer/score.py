@@ -149,7 +149,7 @@ def score_rows(model: GPTNeoX, rows: np.ndarray | torch.Tensor, options: ScoreOp
     n, L1 = rows.shape
     T = L1 - 1
     device = _model_device(model)
-    dtype = next(model.parameters()).dtype
+    dtype = model.compute_dtype
     chunk = options.logits_chunk_elems or (1 << 27 if device.type == "cuda" else 1 << 25)
     bs = options.batch_size or auto_batch_size(model.config, T, device, dtype, chunk)
     has_mem = L1 >= MEM_PREFIX + MEM_CONTINUATION

@@ -168,6 +168,39 @@ def test_fp16_bin_like_pythia_step_branches(tmp_path):
         torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("narrow", [torch.float16, torch.bfloat16])
+def test_narrow_matrices_stay_narrow_and_score_as_if_widened(tmp_path, narrow):
+    """On CPU in fp32 the layers' matrices and embed_in keep the file's 16-bit dtype (half their memory) and
+    are widened where used: every per-token figure equals, bit for bit, that of the same weights widened at
+    load; LayerNorms, biases and embed_out are fp32."""
+    from safetensors.torch import save_file
+
+    hf = make_hf_model(64, 2, seed=11)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_file({k: v.to(narrow).contiguous() for k, v in file_state_dict(hf).items()},
+              str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(pythia_config_json(hf)))
+    ours, _ = load_model(resolve_checkpoint(str(folder)))
+    dtypes = {k: v.dtype for k, v in ours.state_dict().items()}
+    narrow_keys = {k for k, d in dtypes.items() if d == narrow}
+    assert narrow_keys == {k for k in dtypes if k == "gpt_neox.embed_in.weight" or (
+        k.endswith(".weight") and ("query_key_value" in k or ".dense" in k))}
+    assert len(narrow_keys) == 1 + 4 * hf.config.num_hidden_layers
+    assert set(dtypes.values()) == {narrow, torch.float32} and ours.compute_dtype == torch.float32
+    wide = GPTNeoX(ours.config).eval()
+    wide.load_state_dict({k: v.float() for k, v in ours.state_dict().items()})
+    rows = np.random.default_rng(5).integers(0, 101, (3, 81))
+    opts = ScoreOptions(batch_size=2, per_token=True, memorization_score=True)
+    got, ref = score_rows(ours, rows, opts), score_rows(wide, rows, opts)
+    for k in ("token_nll", "token_rank", "token_entropy", "loss", "memorized", "memorization_score"):
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    with torch.no_grad():
+        assert torch.equal(ours(torch.from_numpy(rows[:, :-1])), wide(torch.from_numpy(rows[:, :-1])))
+    on_gpu_dtype, _ = load_model(resolve_checkpoint(str(folder)), dtype=torch.bfloat16)  # no fp32: all converted
+    assert {v.dtype for v in on_gpu_dtype.state_dict().values()} == {torch.bfloat16}
+
+
 @pytest.mark.parametrize("name,expected", [("70m", 70_426_624), ("160m", 162_322_944), ("410m", 405_334_016),
                                            ("1b", 1_011_781_632)])
 def test_pythia_parameter_counts(name, expected):

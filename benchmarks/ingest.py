@@ -33,7 +33,7 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.demo_corpus import demo_documents, train_demo_tokenizer  # noqa: E402
-from rss import peak_rss_mib, reset_peak, status_kib  # noqa: E402  (benchmarks/rss.py)
+from _rss import peak_rss_mib, reset_peak, status_kib  # noqa: E402  (benchmarks/_rss.py)
 from ingest.pipeline import IngestConfig, ingest  # noqa: E402
 from pile_index.format import IndexedDatasetWriter, best_fitting_dtype  # noqa: E402
 

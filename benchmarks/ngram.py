@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pile_index.format import TokenStore, write_index  # noqa: E402
 from pile_index.ngram import NgramIndex, build_index  # noqa: E402
-from rss import peak_rss_mib  # noqa: E402  (benchmarks/rss.py)
+from _rss import peak_rss_mib  # noqa: E402  (benchmarks/_rss.py)
 
 VOCAB = 50_277  # GPT-NeoX-20B tokenizer.get_vocab_size()
 

@@ -54,7 +54,7 @@ from pile_index.format import TokenStore, write_indexed  # noqa: E402
 from pile_index.ngram import NgramIndex, build_index  # noqa: E402
 from pile_index.ngram.build import default_threads, merge_plan  # noqa: E402
 from pile_index.ngram.merge import PART_BYTES_PER_TOKEN, _give_back  # noqa: E402
-from rss import peak_rss_mib  # noqa: E402  (benchmarks/rss.py)
+from _rss import peak_rss_mib  # noqa: E402  (benchmarks/_rss.py)
 
 VOCAB = 50_277
 PAGE = mmap.PAGESIZE

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rss import peak_rss_mib  # benchmarks/rss.py
+from _rss import peak_rss_mib  # benchmarks/_rss.py
 
 SEQ_LENGTH = 2048
 MEAN_TOKENS = 1545

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from pile_index.scorer import ScoreOptions, load_model, resolve_checkpoint, score_rows  # noqa: E402
 from pile_index.scorer.model import GPTNeoX, pythia_shape  # noqa: E402
-from rss import peak_rss_mib, rss_mib  # noqa: E402  (benchmarks/rss.py)
+from _rss import peak_rss_mib, rss_mib  # noqa: E402  (benchmarks/_rss.py)
 
 TOKENIZER_VOCAB = 50277  # rows use real token ids only (the padded vocab rows are never inputs)
 

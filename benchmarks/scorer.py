@@ -20,7 +20,7 @@ CPU (default): the 70m shape (seq_length 2048, 2 rows, batch 2) and the 410m sha
 compute on a checkpoint stored in fp16 as Pythia's are. transformers widens every tensor to fp32 at load
 (1,978 MiB loaded at 410m); ours keeps the layers' matrices and the input embedding in fp16 and widens each
 where it is used (1,261 MiB loaded), with the same fp32 products. transformers' full (batch, seq, vocab)
-logits and their log-softmax grow with the batch (412 MiB each per row at 410m), ours stay one 128 MiB chunk. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m, 410m and 1.4b
+logits and their log-softmax grow with the batch (412 MiB each per row at 410m), ours stay one 32 MiB chunk. On a CUDA device (``--cuda``): model-FLOPs utilisation for the 70m, 160m, 410m and 1.4b
 shapes in bf16, and the same ratio against transformers (bf16, sdpa).
 
     python benchmarks/scorer.py                                   # CPU, 70m and 410m, 3 rounds (~6 min on 2 cores)

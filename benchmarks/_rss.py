@@ -24,7 +24,7 @@ def status_kib(field: str) -> int | None:
 
 
 def rss_mib() -> float:
-    """The resident set now, MiB."""
+    """The resident set now, MiB (where /proc is missing: the peak, the closest figure getrusage has)."""
     kib = status_kib("VmRSS")
     return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 

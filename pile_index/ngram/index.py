@@ -227,10 +227,10 @@ class NgramIndex:
             if lo < 0:
                 raise s.damaged(lo, hi)
             return hi - lo
-        total = 0
         n = len(self.shards)  # one block a shard: this thread searches some of them too
         if n == 0:  # an empty store
             return 0
+        total = 0
         for s, (lo, hi) in zip(self.shards, run_blocks(lambda a, b: self.shards[a].count_range(pat), n, 1, n)):
             if lo < 0:
                 raise s.damaged(lo, hi)

@@ -191,23 +191,21 @@ class SqlCancel:
         with self._lock:
             if self.reason is None:
                 self.reason = reason
-            watch = self._interrupt_locked()
-        if watch is not None:
-            watch[0].again(watch[1], self)
+            self._interrupt_locked()
 
     def _attach(self, con: duckdb.DuckDBPyConnection | None) -> None:
         with self._lock:
             self._con = con
-            watch = self._interrupt_locked() if self.reason is not None else None
-        if watch is not None:
-            watch[0].again(watch[1], self)
+            if self.reason is not None:
+                self._interrupt_locked()
 
-    def _interrupt_locked(self) -> tuple[_Deadlines, int] | None:
-        """Interrupt the session if there is one; the deadline watch that repeats it, if any."""
-        if self._con is None:
-            return None
-        self._con.interrupt()
-        return self._watch
+    def _interrupt_locked(self) -> None:
+        """Interrupt the session if there is one, and have the deadline watch repeat it (the watch's lock is
+        only ever taken inside this one, never the other way round)."""
+        if self._con is not None:
+            self._con.interrupt()
+            if self._watch is not None:
+                self._watch[0].again(self._watch[1], self)
 
 
 class _Deadlines:
